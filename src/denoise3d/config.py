@@ -1,0 +1,176 @@
+"""Typed configuration: nested dataclasses from one YAML file plus ``key=value`` overrides.
+
+Unknown keys are an error; values are checked against the field types. The resolved config is
+saved beside every checkpoint (``config.yaml``) and inside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration file or override (one-line message)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "qm9"  # only QM9 for now
+    cache_dir: str | None = None  # processed cache; default $DENOISE3D_CACHE or ~/.cache/denoise3d
+    xyz_dir: str | None = None  # read original dsgdb9nsd_*.xyz files instead of the qm9pack CSV
+    split: str = "egnn"  # 100,000 / 17,748 / 13,083: "egnn" = the exact EGNN/3D-EMGP permutation
+    split_seed: int = 42  # seed of split="random", and of the max_train / max_valid / max_test subsets
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    max_train: int | None = None  # use a random subset of N training molecules (None = all)
+    max_valid: int | None = None  # random subset of N validation molecules (None = all 17,748)
+    max_test: int | None = None  # random subset of N test molecules (None = all 13,083)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "egnn"
+    hidden: int = 128
+    layers: int = 7
+
+
+@dataclass
+class PretrainConfig:
+    # a recipe: weighted objectives, each {name, weight, **params}
+    objectives: list = field(default_factory=lambda: [{"name": "emgp", "weight": 1.0}])
+
+
+@dataclass
+class FinetuneConfig:
+    target: str = "homo"  # a QM9 target: mu alpha homo lumo gap r2 zpve u0 u h g cv
+    init: str | None = None  # pretrained checkpoint to start from (None = from scratch)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimiser steps (None = all epochs)
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    grad_clip: float | None = 10.0  # max gradient norm (None = off)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads (None = torch default)
+    out: str = "runs/run"  # output directory: checkpoints, config.yaml, log.csv, metrics.json
+    log_every: int = 10  # steps between CSV log rows
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check(value, tp, where: str):
+    """Return ``value`` coerced to type ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _check(value, a, where)
+                except ConfigError:
+                    pass
+        raise ConfigError(f"{where}: expected {tp}, got {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is list and isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _fill(cls, values: dict, where: str, source: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{where}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{path}' (valid: {', '.join(names)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _fill(tp, value, path, source)
+        else:
+            kwargs[key] = _check(value, tp, f"{source}: {path}")
+    return cls(**kwargs)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = tree.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{p}' is not a section")
+        tree = node
+    tree[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                base: dict | None = None) -> Config:
+    """Config from a YAML file (or ``base``, or defaults) plus ``section.key=value`` overrides.
+
+    Override values are parsed as YAML (``train.lr=1e-3``, ``train.max_steps=null``).
+    """
+    tree: dict = copy.deepcopy(base) if base is not None else {}
+    source = "defaults" if base is None else "checkpoint config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        source = str(path)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set(tree, key.strip(), value)
+    return _fill(Config, tree, "", source if not overrides else f"{source} + overrides")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(tree: dict) -> Config:
+    return _fill(Config, tree, "", "checkpoint config")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,233 @@
+"""``MolecularDataset`` over the flat cache arrays, a ``BatchLoader``, and ``load_qm9``.
+
+``dataset.batch(indices)`` gathers a :class:`~denoise3d.data.batch.Batch` straight from the flat
+(memory-mapped) arrays with numpy fancy indexing: atoms through ``atom_offset``, edge types through
+the ``pair_index`` of the full graph (:func:`full_graph_edges_numpy`) into the concatenated hop
+blocks. It equals
+``collate([dataset.molecule(i) for i in indices])`` field by field, only faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from denoise3d.data.batch import Batch, Molecule, hops_to_edge_type
+from denoise3d.data.storage import (HOP_SETTINGS, compute_hops, concat_ranges,
+                                    default_cache_dir, fingerprint_files, load_or_build)
+
+
+class MolecularDataset:
+    """Molecules stored as flat arrays (see :mod:`denoise3d.data.storage` for the layout).
+
+    ``arrays`` may be memory-mapped; nothing is copied until a molecule or batch is requested.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], target_names: Sequence[str],
+                 target_units: Sequence[str] | None = None, path: Path | None = None):
+        self.arrays = arrays
+        self.target_names: tuple[str, ...] = tuple(target_names)
+        self.target_units: tuple[str, ...] = tuple(target_units or ("",) * len(self.target_names))
+        if arrays["targets"].shape[1:] != (len(self.target_names),):
+            raise ValueError(f"targets have shape {arrays['targets'].shape}, "
+                             f"expected (n, {len(self.target_names)}) for {self.target_names}")
+        self.path = path  # cache directory, if any
+        self._atom_offset = np.asarray(arrays["atom_offset"])  # (n + 1,) small: keep in memory
+        self._hop_offset = np.asarray(arrays["hop_offset"])  # (n + 1,)
+        self.natoms = np.diff(self._atom_offset)  # (n,) int64
+
+    @classmethod
+    def from_manifest(cls, arrays: dict[str, np.ndarray], manifest: dict,
+                      path: Path | None = None) -> "MolecularDataset":
+        meta = manifest.get("meta", {})
+        return cls(arrays, meta["target_names"], meta.get("target_units"), path)
+
+    def __len__(self) -> int:
+        return len(self.natoms)
+
+    def __repr__(self) -> str:
+        return (f"MolecularDataset({len(self):,} molecules, {int(self._atom_offset[-1]):,} atoms, "
+                f"targets {', '.join(self.target_names)})")
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(n, n_targets) float64 labels in internal units, columns ``target_names``."""
+        return self.arrays["targets"]
+
+    def target(self, name: str) -> np.ndarray:
+        """(n,) float64 column of one target, internal units."""
+        return np.asarray(self.targets[:, self._column(name)])
+
+    def per_molecule_sum(self, per_element: np.ndarray, indices=None) -> np.ndarray:
+        """Σ_i per_element[z_i] for each molecule (e.g. atom reference energies), (n,) float64."""
+        sums = np.add.reduceat(np.asarray(per_element, dtype=np.float64)[np.asarray(self.arrays["z"])],
+                               self._atom_offset[:-1])
+        return sums if indices is None else sums[np.asarray(indices)]
+
+    def smiles(self, i: int) -> str:
+        return str(self.arrays["smiles"][i]) if "smiles" in self.arrays else ""
+
+    def _column(self, name: str) -> int:
+        try:
+            return self.target_names.index(name)
+        except ValueError:
+            raise ValueError(f"unknown target {name!r}; dataset has "
+                             f"{', '.join(self.target_names)}") from None
+
+    def _check(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"molecule index out of range [0, {len(self)}): "
+                             f"{int(idx.min() if idx.min() < 0 else idx.max())}")
+        return idx
+
+    def molecule(self, i: int) -> Molecule:
+        """Molecule ``i``: z (n,) int64, pos (n, 3) float32 Å, hops (n, n) int8, float targets."""
+        i = int(self._check(np.array([i]))[0])
+        a, b = self._atom_offset[i], self._atom_offset[i + 1]
+        n = b - a
+        hops = np.asarray(self.arrays["hops"][self._hop_offset[i]:self._hop_offset[i + 1]])
+        return Molecule(
+            z=np.asarray(self.arrays["z"][a:b], dtype=np.int64),
+            pos=np.array(self.arrays["pos"][a:b]),
+            hops=hops.reshape(n, n),
+            targets={k: float(v) for k, v in zip(self.target_names, self.targets[i])},
+            id=i,
+        )
+
+    def batch(self, indices: Sequence[int] | np.ndarray,
+              targets: Sequence[str] | None = None) -> Batch:
+        """Batch of molecules ``indices`` (fully connected, hop edge types), vectorised.
+
+        ``targets``: names to include (default all), each a (n_graphs,) float32 tensor.
+        ``ids`` are the dataset indices.
+        """
+        idx = self._check(indices)
+        nat = self.natoms[idx]  # (g,)
+        atoms = concat_ranges(self._atom_offset[idx], nat)  # (n_atoms,)
+        edge_index, pair_index = full_graph_edges_numpy(nat)
+        pairs = concat_ranges(self._hop_offset[idx], nat * nat)  # (Σ n²,) into flat hops
+        hops = self.arrays["hops"][pairs[pair_index]]  # (n_edges,) int8
+        names = self.target_names if targets is None else tuple(targets)
+        cols = [self._column(k) for k in names]
+        values = np.asarray(self.targets[idx][:, cols], dtype=np.float32)  # (g, len(names))
+        return Batch(
+            z=torch.from_numpy(self.arrays["z"][atoms].astype(np.int64)),
+            pos=torch.from_numpy(np.ascontiguousarray(self.arrays["pos"][atoms])),
+            batch=torch.from_numpy(np.repeat(np.arange(len(idx)), nat)),
+            natoms=torch.from_numpy(nat),
+            edge_index=torch.from_numpy(edge_index),
+            edge_type=torch.from_numpy(_EDGE_TYPE[hops]),
+            ids=torch.from_numpy(idx.copy()),
+            targets={k: torch.from_numpy(values[:, c].copy()) for c, k in enumerate(names)},
+        )
+
+
+# edge type of each hop count 0..127 (int8 range), from the one definition in batch.py
+_EDGE_TYPE = hops_to_edge_type(torch.arange(128)).numpy()
+
+
+def full_graph_edges_numpy(natoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of :func:`denoise3d.data.batch.full_graph_edges` (same output, as int64 arrays).
+
+    Used by :meth:`MolecularDataset.batch`: for the small index arrays of one batch, numpy is
+    several times faster than torch's CPU ops (whose thread pool dominates at this size);
+    ``tests/data/test_dataset.py`` checks that both agree.
+    """
+    natoms = np.asarray(natoms, dtype=np.int64)
+    sq = natoms * natoms  # (g,)
+    local = concat_ranges(np.zeros_like(sq), sq)  # (Σ n²,) index inside each n × n block
+    n = np.repeat(natoms, sq)
+    i, j = np.divmod(local, n)
+    keep = i != j
+    start = np.repeat(np.cumsum(natoms) - natoms, sq)[keep]
+    edge_index = np.stack([i[keep] + start, j[keep] + start])
+    return edge_index, np.flatnonzero(keep)
+
+
+class BatchLoader:
+    """Iterable of :class:`Batch` over ``indices`` of a dataset.
+
+    With ``shuffle`` the order of epoch ``e`` is a permutation drawn from ``seed`` and ``e``
+    (call :meth:`set_epoch` before each epoch), so runs are reproducible and resumable.
+    """
+
+    def __init__(self, dataset: MolecularDataset, indices: Sequence[int] | np.ndarray | None = None,
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, targets: Sequence[str] | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_last, self.targets = drop_last, targets
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.indices) / self.batch_size
+        return math.floor(n) if self.drop_last else math.ceil(n)
+
+    def order(self) -> np.ndarray:
+        """The molecule indices in this epoch's order."""
+        if not self.shuffle:
+            return self.indices
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.order()
+        for k in range(len(self)):
+            yield self.dataset.batch(order[k * self.batch_size:(k + 1) * self.batch_size],
+                                     self.targets)
+
+
+def _qm9_source(xyz_dir: str | Path | None) -> tuple[str, dict, list[Path]]:
+    """(cache sub-directory, source fingerprint, files) for the qm9pack CSVs or an xyz directory."""
+    from denoise3d.data.qm9 import TARGETS, qm9pack_csv_files, xyz_files
+
+    common = {"dataset": "qm9", "hops": HOP_SETTINGS,
+              "targets": [[t.name, t.column, t.to_internal] for t in TARGETS.values()]}
+    if xyz_dir is None:
+        files = qm9pack_csv_files()
+        return "qm9", {**common, "reader": "qm9pack-csv", "files": fingerprint_files(files)}, files
+    files = xyz_files(xyz_dir)
+    unc = Path(xyz_dir) / "uncharacterized.txt"
+    fp = fingerprint_files(files + ([unc] if unc.is_file() else []))
+    digest = hashlib.sha1(repr(fp).encode()).hexdigest()
+    summary = {"directory": str(Path(xyz_dir).resolve()), "n_files": len(files), "sha1": digest}
+    return "qm9_xyz", {**common, "reader": "xyz", "files": summary}, files
+
+
+def load_qm9(cache_dir: str | Path | None = None, xyz_dir: str | Path | None = None,
+             verbose: bool = True) -> MolecularDataset:
+    """QM9 as a :class:`MolecularDataset` (130,831 molecules from qm9pack, or your xyz files).
+
+    Opens the processed cache under ``cache_dir`` (default ``$DENOISE3D_CACHE`` or
+    ``~/.cache/denoise3d``), building it first if missing, stale or broken. Targets are in
+    internal units, columns :data:`denoise3d.data.qm9.TARGET_NAMES`.
+    """
+    from denoise3d.data.qm9 import TARGETS, read_qm9_csv, read_xyz_dir
+
+    sub, source, files = _qm9_source(xyz_dir)
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / sub
+
+    def build():
+        if xyz_dir is None:
+            raw = read_qm9_csv(files, progress=verbose)
+        else:
+            raw = read_xyz_dir(xyz_dir, progress=verbose)
+        raw["hops"], raw["hop_offset"] = compute_hops(raw["z"], raw["pos"], raw["atom_offset"],
+                                                      progress=verbose)
+        meta = {"dataset": "qm9", "target_names": list(TARGETS),
+                "target_units": [t.internal_unit for t in TARGETS.values()]}
+        return raw, meta
+
+    arrays, manifest = load_or_build(path, source, build, verbose=verbose)
+    return MolecularDataset.from_manifest(arrays, manifest, path)

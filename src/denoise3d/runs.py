@@ -1,0 +1,143 @@
+"""The three jobs behind the CLI: pretrain, finetune, evaluate."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from denoise3d import build
+from denoise3d.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+from denoise3d.objectives.finetune import PropertyRegression
+from denoise3d.train.checkpoint import load_checkpoint, load_state, save_checkpoint
+from denoise3d.train.evaluate import objective_loss, property_mae
+from denoise3d.train.loop import Trainer, resolve_device
+
+
+def _loader(ds, idx, batch_size, shuffle, seed=0):
+    from denoise3d.data.dataset import BatchLoader
+
+    return BatchLoader(ds, idx, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=shuffle)
+
+
+def _objectives_payload(trainer: Trainer, params: dict) -> dict:
+    return {name: {"weight": trainer.weights[name], "params": params[name], "state": obj.state_dict()}
+            for name, obj in trainer.model["objectives"].items()}
+
+
+def pretrain(cfg: Config) -> Path:
+    """Pretrain on the training-split structures (labels unused); returns the checkpoint path."""
+    build.seed_everything(cfg.train.seed, cfg.train.threads)
+    objectives = build.make_objectives(cfg)
+    params = {e["name"]: {k: v for k, v in e.items() if k not in ("name", "weight")}
+              for e in cfg.pretrain.objectives}
+    ds, split = build.load_data(cfg.data)
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    trainer = Trainer(build.make_backbone(cfg.model), objectives, cfg.train, out)
+    print(f"pretraining {cfg.model.backbone} ({cfg.model.layers}x{cfg.model.hidden}) on "
+          f"{len(split['train'])} structures with {', '.join(objectives)}; output in {out}")
+    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
+    valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
+
+    def save(epoch, metrics):
+        save_checkpoint(out / "pretrain.pt", {
+            "kind": "pretrain", "config": to_dict(cfg), "step": trainer.step, "metrics": metrics,
+            "backbone": build.backbone_payload(cfg.model, trainer.backbone),
+            "objectives": _objectives_payload(trainer, params)})
+
+    trainer.fit(train, validate=lambda: {"loss": objective_loss(trainer, valid)["loss"]},
+                on_epoch_end=save)
+    print(f"saved {out / 'pretrain.pt'}")
+    return out / "pretrain.pt"
+
+
+def _target_info(name: str):
+    from denoise3d.data.qm9 import TARGETS
+
+    if name not in TARGETS:
+        raise ConfigError(f"unknown finetune.target {name!r} (QM9 targets: {', '.join(TARGETS)})")
+    return TARGETS[name]
+
+
+def _property_objective(cfg: Config, ds, train_idx) -> PropertyRegression:
+    """A property head whose standardisation uses training-split statistics only."""
+    from denoise3d.data.qm9 import atomref
+
+    ref = atomref(cfg.finetune.target)  # (MAX_Z + 1,), eV (zeros for non-energies)
+    col = ds.target_names.index(cfg.finetune.target)
+    y = np.asarray(ds.targets[train_idx, col], dtype=np.float64) - ds.per_molecule_sum(ref, train_idx)
+    std = float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0
+    return PropertyRegression(cfg.model.hidden, cfg.finetune.target, float(y.mean()), std,
+                              torch.as_tensor(ref, dtype=torch.float32))
+
+
+def finetune(cfg: Config) -> dict:
+    """Fine-tune a QM9 target; keeps the best validation epoch; returns test metrics."""
+    build.seed_everything(cfg.train.seed, cfg.train.threads)
+    info = _target_info(cfg.finetune.target)
+    if cfg.finetune.init:
+        ckpt = load_checkpoint(cfg.finetune.init, kind="pretrain")
+        backbone = build.backbone_from_checkpoint(ckpt, cfg.model, cfg.finetune.init)
+    else:
+        backbone = build.make_backbone(cfg.model)
+    ds, split = build.load_data(cfg.data)
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    objective = _property_objective(cfg, ds, split["train"])
+    trainer = Trainer(backbone, {"property": (1.0, objective)}, cfg.train, out)
+    key = f"{cfg.finetune.target}_mae_{info.report_unit}"
+    print(f"fine-tuning {cfg.finetune.target} ({info.report_unit}) on {len(split['train'])} labels, "
+          f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
+    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
+    valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
+    best = {"mae": float("inf"), "state": None, "epoch": 0}
+
+    def validate():
+        return {key: property_mae(trainer.backbone, objective, valid, trainer.device) * info.report_factor}
+
+    def keep_best(epoch, metrics):
+        if metrics[key] < best["mae"]:
+            best.update(mae=metrics[key], epoch=epoch, state=copy.deepcopy(trainer.model.state_dict()))
+
+    trainer.fit(train, validate=validate, on_epoch_end=keep_best)
+    trainer.model.load_state_dict(best["state"])
+    test = _loader(ds, split["test"], cfg.data.eval_batch_size, False)
+    test_mae = property_mae(trainer.backbone, objective, test, trainer.device) * info.report_factor
+    metrics = {"target": cfg.finetune.target, "unit": info.report_unit, "test_mae": test_mae,
+               "valid_mae": best["mae"], "best_epoch": best["epoch"], "init": cfg.finetune.init,
+               "train_size": len(split["train"]), "test_size": len(split["test"]), "steps": trainer.step}
+    save_checkpoint(out / "finetune.pt", {
+        "kind": "finetune", "config": to_dict(cfg), "step": trainer.step, "metrics": metrics,
+        "backbone": build.backbone_payload(cfg.model, trainer.backbone),
+        "objectives": {"property": {"weight": 1.0, "params": {"target": cfg.finetune.target},
+                                    "state": objective.state_dict()}}})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"test {key} = {test_mae:.3f} (best validation epoch {best['epoch']}); saved {out / 'finetune.pt'}")
+    return metrics
+
+
+def evaluate(path: str, split_name: str = "test", overrides: list[str] = ()) -> dict:
+    """MAE of a fine-tuned checkpoint on a split, in the target's reporting unit."""
+    ckpt = load_checkpoint(path, kind="finetune")
+    cfg = from_dict(ckpt["config"])
+    if overrides:  # e.g. data.max_test=1000 or train.device=cuda
+        cfg = load_config(None, overrides, base=to_dict(cfg))
+    backbone = build.backbone_from_checkpoint(ckpt, cfg.model, path)
+    target = ckpt["objectives"]["property"]["params"]["target"]
+    info = _target_info(target)
+    objective = PropertyRegression(cfg.model.hidden, target)
+    load_state(objective, ckpt["objectives"]["property"]["state"], "property head", path)
+    ds, split = build.load_data(cfg.data)
+    device = resolve_device(cfg.train.device)
+    backbone.to(device), objective.to(device)
+    loader = _loader(ds, split[split_name], cfg.data.eval_batch_size, False)
+    mae = property_mae(backbone, objective, loader, device) * info.report_factor
+    return {"checkpoint": str(path), "split": split_name, "molecules": len(split[split_name]),
+            f"{target}_mae_{info.report_unit}": mae}
+

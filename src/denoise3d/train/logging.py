@@ -1,0 +1,64 @@
+"""CSV logs and learning-curve plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+class CSVLog:
+    """Append rows (dicts) to a CSV file; the columns are the keys of the first row."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = None
+        self._file = None
+
+    def write(self, row: dict) -> None:
+        if self._writer is None:
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def plot_learning_curve(out_dir: str | Path, png_name: str = "learning_curve.png") -> Path | None:
+    """Training loss (log.csv) and validation metrics (valid.csv) against step, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    train, valid = _read(out_dir / "log.csv"), _read(out_dir / "valid.csv")
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot([float(r["step"]) for r in train], [float(r["loss"]) for r in train], label="train loss")
+    for key in (valid[0] if valid else {}):
+        if key not in ("step", "epoch"):
+            ax.plot([float(r["step"]) for r in valid], [float(r[key]) for r in valid],
+                    marker="o", label=f"valid {key}")
+    ax.set_xlabel("optimiser step")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / png_name
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
