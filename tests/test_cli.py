@@ -14,7 +14,7 @@ TINY = ["model.hidden=16", "model.layers=2", "data.batch_size=16", "data.eval_ba
 @pytest.fixture(scope="module")
 def pretrained(qm9_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("pt")
-    rc = main(["pretrain", "configs/emgp_qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
+    rc = main(["pretrain", "configs/pretrain/emgp_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
                "data.max_train=64", "train.epochs=2", f"train.out={out}"])
     assert rc == 0
     return out
@@ -33,7 +33,7 @@ def test_pretrain_writes_checkpoint_config_and_logs(pretrained):
 
 def test_finetune_from_pretrained_and_evaluate(pretrained, qm9_cache, tmp_path, capsys):
     out = tmp_path / "ft"
-    rc = main(["finetune", "configs/finetune_qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
+    rc = main(["finetune", "configs/finetune/qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
                "data.max_train=64", "train.epochs=2", f"train.out={out}", "finetune.target=gap",
                f"finetune.init={pretrained / 'pretrain.pt'}"])
     assert rc == 0
