@@ -2,10 +2,15 @@
 
     python benchmarks/egnn_speed.py [--threads 2] [--repeat 10]
 
-Reports min/median wall-clock ms per step for (a) forward + backward of Σ E (finetuning on energies/properties)
-and (b) forward + forces (create_graph) + backward of ‖F‖² (the 3D-EMGP EFP step), for the
-factorised first edge layer and the per-edge concatenation reference.
+Reports min/median wall-clock ms per step for (a) forward + backward of Σ E (finetuning on
+energies/properties) and (b) forward + forces (create_graph) + backward of ‖F‖² (the 3D-EMGP
+EFP step), for the factorised first edge layer and the per-edge concatenation reference.
 Molecules come from the ``qm9pack`` CSV if installed, else the fixture molecules tiled.
+
+glibc returns freed (E, H) buffers (~10 MB) to the OS and page-faults them back on the next
+allocation; ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296`` (or jemalloc /
+tcmalloc via LD_PRELOAD) avoids that and cut the no-grad forward from ~105 to ~75 ms here.
+Another process on the 2 cores makes the 2-thread figures jump (min is the stable one).
 """
 
 from __future__ import annotations

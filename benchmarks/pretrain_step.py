@@ -9,6 +9,10 @@ QM9 training-split molecules, 2 CPU threads. Prints the median molecules/s over 
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (see denoise3d/cli.py)
+
 import argparse
 import statistics
 import time
@@ -19,6 +23,26 @@ from denoise3d.config import load_config
 from denoise3d.build import load_data, make_backbone, make_objectives, seed_everything
 from denoise3d.data.dataset import BatchLoader
 from denoise3d.train.loop import Trainer
+
+
+def check_against_reference(trainer, batch, cfg) -> None:
+    """Same loss from the straightforward (per-edge concatenation) EGNN on the same batch and seed."""
+    if cfg.model.backbone != "egnn":
+        return
+    from denoise3d.models.egnn import EGNN
+
+    reference = EGNN(cfg.model.hidden, cfg.model.layers, factorised=False)
+    reference.load_state_dict(trainer.backbone.state_dict())
+    losses = []
+    for backbone in (trainer.backbone, reference):
+        torch.manual_seed(123)
+        loss = sum(w * obj(backbone, batch)[0] for w, obj in
+                   zip(trainer.weights.values(), trainer.model["objectives"].values()))
+        losses.append(float(loss))
+    rel = abs(losses[0] - losses[1]) / abs(losses[1])
+    print(f"loss check: factorised {losses[0]:.6f} vs straightforward {losses[1]:.6f} "
+          f"(relative difference {rel:.1e})")
+    assert rel < 1e-4, "factorised EGNN disagrees with the straightforward implementation"
 
 
 def main() -> None:
@@ -52,6 +76,7 @@ def main() -> None:
             load_times.append(t1 - t0)
             atoms.append(batch.num_atoms / batch.num_graphs)
     med = statistics.median(times)
+    check_against_reference(trainer, batch, cfg)
     print(f"EGNN {args.layers}x{args.hidden}, EFP+INP, batch {args.batch} QM9 molecules "
           f"({statistics.mean(atoms):.1f} atoms/molecule), {args.threads} threads")
     print(f"median step {med * 1000:.1f} ms  ->  {args.batch / med:.1f} molecules/s "

@@ -55,7 +55,7 @@ def test_finetune_from_pretrained_and_evaluate(pretrained, qm9_cache, tmp_path, 
     (["finetune", "finetune.init=/nonexistent.pt"], "checkpoint not found: /nonexistent.pt"),
     (["evaluate", "/nonexistent.pt"], "checkpoint not found"),
     (["pretrain", "pretrain.objectives=[{name: emgpp}]"], "unknown objective 'emgpp'"),
-    (["pretrain", "data.dataset=md17"], "unknown data.dataset 'md17'"),
+    (["pretrain", "data.dataset=md18"], "unknown data.dataset 'md18'"),
 ])
 def test_bad_input_is_one_line_error(args, words, capsys, qm9_cache):
     assert main([*args, f"data.cache_dir={qm9_cache}"] if args[0] != "evaluate" else args) == 2

@@ -5,13 +5,14 @@ The CLI verbs are thin wrappers over these functions; notebooks can call them di
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
 import torch
 
 from denoise3d.config import Config, ConfigError, DataConfig, ModelConfig
-from denoise3d.models import build_backbone
+from denoise3d.models import BACKBONES, backbone_parameters, build_backbone
 from denoise3d.objectives import build_objective
 from denoise3d.train.checkpoint import CheckpointError, load_state
 
@@ -32,9 +33,40 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 
 
 def load_data(cfg: DataConfig):
-    """The dataset and its index split ``{"train", "valid", "test"}`` (capped by max_train/max_valid/max_test)."""
-    if cfg.dataset != "qm9":
-        raise ConfigError(f"unknown data.dataset {cfg.dataset!r} (known: qm9)")
+    """The dataset and its index split ``{"train", "valid", "test"}`` (capped by max_train/max_valid/max_test),
+    plus ``"all"`` (every molecule or frame, e.g. to evaluate on another trajectory)."""
+    if cfg.dataset == "md17":
+        ds, split = _load_md17(cfg)
+    elif cfg.dataset == "qm9":
+        ds, split = _load_qm9(cfg)
+    else:
+        raise ConfigError(f"unknown data.dataset {cfg.dataset!r} (known: qm9, md17)")
+    rng = np.random.default_rng(cfg.split_seed)
+    cap = {"train": cfg.max_train, "valid": cfg.max_valid, "test": cfg.max_test}
+    split = {name: _subset(idx, cap[name], rng) for name, idx in split.items()}
+    return ds, {**split, "all": np.arange(len(ds), dtype=np.int64)}
+
+
+def _load_md17(cfg: DataConfig):
+    """One MD17 / rMD17 / generated trajectory: split "random" (3D-EMGP: train_frames /
+    valid_frames / rest, seeded by split_seed) or "rmd17-K" (rMD17's index split K)."""
+    from denoise3d.data.md17 import frame_split, load_md17, rmd17_split
+
+    if not cfg.path:
+        raise ConfigError("data.dataset=md17 needs data.path=FILE.npz (an MD17 / rMD17 file, or "
+                          "one made by `denoise3d data xtb-md`)")
+    ds = load_md17(cfg.path)
+    if cfg.split == "random":
+        return ds, frame_split(len(ds), cfg.train_frames, cfg.valid_frames, cfg.split_seed)
+    k = cfg.split.removeprefix("rmd17-")
+    if cfg.split.startswith("rmd17-") and k.isdigit():
+        return ds, rmd17_split(cfg.path, int(k), len(ds), cfg.train_frames, cfg.valid_frames,
+                               cfg.split_seed)
+    raise ConfigError(f"data.split={cfg.split!r} is not a split of a trajectory: use random "
+                      f"(train_frames / valid_frames / rest) or rmd17-1 ... rmd17-5")
+
+
+def _load_qm9(cfg: DataConfig):
     from denoise3d.data.dataset import load_qm9
     from denoise3d.data.splits import qm9_split
 
@@ -45,9 +77,7 @@ def load_data(cfg: DataConfig):
         split = qm9_split(len(ds), seed=cfg.split_seed)
     else:
         raise ConfigError(f"unknown data.split {cfg.split!r} (known: egnn, random)")
-    rng = np.random.default_rng(cfg.split_seed)
-    cap = {"train": cfg.max_train, "valid": cfg.max_valid, "test": cfg.max_test}
-    return ds, {name: _subset(idx, cap[name], rng) for name, idx in split.items()}
+    return ds, split
 
 
 def _subset(indices: np.ndarray, size: int | None, rng) -> np.ndarray:
@@ -60,7 +90,27 @@ def _subset(indices: np.ndarray, size: int | None, rng) -> np.ndarray:
 
 
 def model_kwargs(cfg: ModelConfig) -> dict:
-    return {"hidden": cfg.hidden, "layers": cfg.layers}
+    """The backbone's keyword arguments: hidden, layers and every optional setting that is set.
+
+    Settings left at None are not passed (the backbone's default applies), so the kwargs of a
+    backbone that takes none of them (EGNN) stay ``{hidden, layers}``. A setting the backbone
+    does not accept is a ConfigError rather than silently ignored.
+    """
+    kwargs = {"hidden": cfg.hidden, "layers": cfg.layers}
+    optional = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.name not in ("backbone", "hidden", "layers")}
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"unknown model.backbone {cfg.backbone!r} "
+                          f"(known: {', '.join(sorted(BACKBONES))})")
+    accepted = backbone_parameters(cfg.backbone)
+    for key, value in optional.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            raise ConfigError(f"model.{key}={value} is not a setting of backbone "
+                              f"{cfg.backbone!r} (it takes: {', '.join(accepted)})")
+        kwargs[key] = value
+    return kwargs
 
 
 def make_backbone(cfg: ModelConfig) -> torch.nn.Module:
@@ -93,8 +143,10 @@ def backbone_from_checkpoint(ckpt: dict, cfg: ModelConfig, path) -> torch.nn.Mod
     want = {"name": cfg.backbone, **model_kwargs(cfg)}
     have = {"name": saved["name"], **saved["kwargs"]}
     if want != have:
-        diff = ", ".join(f"model.{'backbone' if k == 'name' else k}={have[k]}"
-                         for k in have if have[k] != want.get(k))
+        keys = [*have, *(k for k in want if k not in have)]  # unset in the checkpoint: null
+        diff = ", ".join(f"model.{'backbone' if k == 'name' else k}="
+                         f"{'null' if have.get(k) is None else have[k]}"
+                         for k in keys if have.get(k) != want.get(k))
         raise CheckpointError(f"{path}: checkpoint backbone {have} differs from the config's "
                               f"{want}; set {diff}")
     backbone = make_backbone(cfg)

@@ -1,19 +1,25 @@
 """``denoise3d <verb> CONFIG [section.key=value ...]`` — a thin layer over typed configs.
 
-Verbs: pretrain, finetune, evaluate, summary. Every verb saves the resolved config beside its
-checkpoints. Errors in input (config, data, checkpoint) print one line and exit with status 2;
-set DENOISE3D_DEBUG=1 for the full traceback.
+Verbs: pretrain, finetune, evaluate, summary; data (xtb-md), md, landscape. Every training verb
+saves the resolved config beside its checkpoints. Errors in input (config, data, checkpoint)
+print one line and exit with status 2; set DENOISE3D_DEBUG=1 for the full traceback.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-from pathlib import Path
 
-from denoise3d.config import ConfigError, load_config
+# Before torch starts its OpenMP pool: idle threads sleep instead of spinning. With spinning
+# threads, any other process on a small machine slowed training steps 3-10x (2 cores, measured:
+# 1326 ms -> 380 ms per step under load). Set OMP_WAIT_POLICY=ACTIVE yourself to opt out.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from denoise3d.config import ConfigError, load_config  # noqa: E402
 
 
 def _config_and_overrides(args) -> tuple[str | None, list[str]]:
@@ -55,11 +61,113 @@ def cmd_summary(args) -> None:
               f"train labels {m['train_size']:>6}  init: {init}  ({run})")
 
 
+def cmd_data_xtb_md(args) -> None:
+    """Label an MD trajectory with GFN2-xTB (one molecule, or the eight-molecule benchmark set)."""
+    from denoise3d.data import xtb
+
+    options = {k: getattr(args, k) for k in ("temperature", "timestep", "interval", "frames",
+                                             "equilibrate", "friction")
+               if getattr(args, k) is not None}
+    common = dict(seed=args.seed, progress=not args.quiet, relax=not args.no_relax,
+                  checkpoint_every=args.checkpoint_every)
+    if args.benchmark_set:
+        from denoise3d.data.storage import default_cache_dir
+
+        out_dir = args.out_dir or default_cache_dir() / "md17_xtb"
+        molecules = args.molecules.split(",") if args.molecules else None
+        for path in xtb.generate_benchmark_set(out_dir, molecules=molecules, **common, **options):
+            print(path)
+        return
+    if not args.out or (args.smiles is None) == (args.structure is None):
+        raise ValueError("data xtb-md needs --out FILE.npz and one of --smiles / --structure "
+                         "(or --benchmark-set)")
+    path = xtb.generate_trajectory(args.out, smiles=args.smiles, structure=args.structure,
+                                   name=args.name, **common, **options)
+    print(path)
+
+
+def cmd_md(args) -> None:
+    from denoise3d.data.xtb import atoms_from_file
+    from denoise3d.md.calculator import Denoise3DCalculator
+    from denoise3d.md.dynamics import run_md
+
+    calc = Denoise3DCalculator(args.checkpoint, device=args.device, dtype=args.dtype)
+    summary = run_md(atoms_from_file(args.structure, args.frame), calc, args.out, args.steps,
+                     args.timestep, args.temperature, args.thermostat, args.friction,
+                     args.interval, args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_landscape(args) -> None:
+    from denoise3d.data.xtb import atoms_from_file
+    from denoise3d.forcefield import load_force_field
+    from denoise3d.md.landscape import landscape
+
+    _, backbone, objective = load_force_field(args.checkpoint)
+    atoms = atoms_from_file(args.structure, args.frame)
+    png, npz = landscape(backbone, objective, atoms.get_atomic_numbers(), atoms.get_positions(),
+                         args.out, args.extent, args.points, args.seed,
+                         title=f"{Path(args.checkpoint).parent.name}: {Path(args.structure).name}")
+    print(f"{png}\n{npz}")
+
+
+def _add_force_field_verbs(sub) -> None:
+    """Parsers of the verbs data (xtb-md), md and landscape."""
+    data = sub.add_parser("data", help="make datasets").add_subparsers(dest="what", required=True)
+    s = data.add_parser("xtb-md", help="an MD17-style trajectory labelled with GFN2-xTB (tblite)")
+    s.add_argument("--smiles")
+    s.add_argument("--structure", help="a structure file (xyz, sdf, ... or MD17 .npz)")
+    s.add_argument("--out", help="output .npz (MD17 layout)")
+    s.add_argument("--name", help="molecule name stored in the file")
+    s.add_argument("--benchmark-set", action="store_true",
+                   help="the eight MD17 molecules into --out-dir (default <cache>/md17_xtb)")
+    s.add_argument("--out-dir")
+    s.add_argument("--molecules", help="comma-separated subset of the benchmark set")
+    s.add_argument("--temperature", type=float, help="K (default 500)")
+    s.add_argument("--timestep", type=float, help="fs (default 0.5)")
+    s.add_argument("--interval", type=int, help="MD steps per frame (default 1; set: 5)")
+    s.add_argument("--frames", type=int, help="frames to record (default 20000)")
+    s.add_argument("--equilibrate", type=int, help="MD steps before the first frame (2000)")
+    s.add_argument("--friction", type=float, help="Langevin friction, 1/fs (default 0.01)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-relax", action="store_true", help="skip the xTB pre-relaxation")
+    s.add_argument("--checkpoint-every", type=int, default=1000, help="frames between saves")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_data_xtb_md)
+
+    s = sub.add_parser("md", help="run MD with a fine-tuned force field, write extxyz")
+    s.add_argument("checkpoint")
+    s.add_argument("structure", help="starting structure (xyz, sdf, ... or MD17 .npz)")
+    s.add_argument("--frame", type=int, default=0, help="frame of a multi-frame structure file")
+    s.add_argument("--out", default="md.extxyz")
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--timestep", type=float, default=0.5, help="fs")
+    s.add_argument("--temperature", type=float, default=300.0, help="K")
+    s.add_argument("--thermostat", default="langevin", choices=["langevin", "nve"])
+    s.add_argument("--friction", type=float, default=0.01, help="1/fs (Langevin)")
+    s.add_argument("--interval", type=int, default=10, help="steps between written frames")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_md)
+
+    s = sub.add_parser("landscape", help="energy landscape around a conformation (3D-EMGP Fig. 4)")
+    s.add_argument("checkpoint")
+    s.add_argument("structure", help="the conformation (xyz, sdf, ... or MD17 .npz)")
+    s.add_argument("--frame", type=int, default=0)
+    s.add_argument("--out", default="landscape", help="output prefix: PREFIX.png, PREFIX.npz")
+    s.add_argument("--extent", type=float, default=0.2, help="grid half-width, Å RMS displacement")
+    s.add_argument("--points", type=int, default=41, help="grid points per direction")
+    s.add_argument("--seed", type=int, default=0, help="seed of the two random directions")
+    s.set_defaults(fn=cmd_landscape)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="denoise3d", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
     for verb, fn, what in [("pretrain", cmd_pretrain, "pretrain a backbone on unlabelled structures"),
-                           ("finetune", cmd_finetune, "fine-tune a property head (from scratch or init=...)")]:
+                           ("finetune", cmd_finetune, "fine-tune a property head or a force field")]:
         s = sub.add_parser(verb, help=what)
         s.add_argument("items", nargs="*", metavar="CONFIG|key=value",
                        help="a YAML config file, then section.key=value overrides")
@@ -67,11 +175,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a split")
     s.add_argument("checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value")
-    s.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    s.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("summary", help="print the test metrics of finished fine-tuning runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.set_defaults(fn=cmd_summary)
+    _add_force_field_verbs(sub)
     return p
 
 

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "qm9"  # only QM9 for now
+    dataset: str = "qm9"  # qm9 | md17
     cache_dir: str | None = None  # processed cache; default $DENOISE3D_CACHE or ~/.cache/denoise3d
     xyz_dir: str | None = None  # read original dsgdb9nsd_*.xyz files instead of the qm9pack CSV
     split: str = "egnn"  # 100,000 / 17,748 / 13,083: "egnn" = the exact EGNN/3D-EMGP permutation
@@ -32,13 +32,27 @@ class DataConfig:
     max_train: int | None = None  # use a random subset of N training molecules (None = all)
     max_valid: int | None = None  # random subset of N validation molecules (None = all 17,748)
     max_test: int | None = None  # random subset of N test molecules (None = all 13,083)
+    # dataset "md17": one MD17 / rMD17 / generated (denoise3d data xtb-md) trajectory .npz;
+    # split "random" = 3D-EMGP's train_frames / valid_frames / rest, or "rmd17-K" (K = 1..5)
+    path: str | None = None
+    train_frames: int = 9500
+    valid_frames: int = 500
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "egnn"
-    hidden: int = 128
-    layers: int = 7
+    backbone: str = "egnn"  # egnn | schnet | painn | torchmd_et | gns | gns_tat
+    hidden: int = 128  # node feature width (GNS: vertex/edge latent size)
+    layers: int = 7  # interaction layers (GNS: distinct processor blocks)
+    # Radius-graph backbones only; None = the backbone's own default (its paper's value). Setting
+    # one the chosen backbone does not take is an error (see build.model_kwargs).
+    cutoff: float | None = None  # Å, radius graph and cosine cutoff
+    num_rbf: int | None = None  # radial basis functions
+    edge_types: bool | None = None  # concatenate the hop one-hot to the RBF (3D-EMGP App. B.4)
+    num_heads: int | None = None  # attention heads (torchmd_et)
+    mlp_hidden: int | None = None  # GNS MLP width
+    mlp_layers: int | None = None  # GNS MLP hidden layers
+    iterations: int | None = None  # GNS: applications of the shared processor
 
 
 @dataclass
@@ -51,6 +65,13 @@ class PretrainConfig:
 class FinetuneConfig:
     target: str = "homo"  # a QM9 target: mu alpha homo lumo gap r2 zpve u0 u h g cv
     init: str | None = None  # pretrained checkpoint to start from (None = from scratch)
+    task: str = "property"  # property (a QM9 target) | energy_force (MD17: E and F = -dE/dx)
+    energy_weight: float = 0.2  # energy_force loss weights (3D-EMGP App. B.2)
+    force_weight: float = 0.8
+    # Noisy Nodes (Zaidi et al. Table 4): X̃ = X + σε in training, plus weight × denoising MSE
+    noisy_nodes_weight: float = 0.0  # 0 = off; 0.01 in the Zaidi fine-tuning recipe
+    noisy_nodes_sigma: float = 0.05  # Å
+    noisy_nodes_vector: str = "direct"  # direct (vector head) | gradient (−∇E of an energy head)
 
 
 @dataclass
@@ -60,8 +81,14 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
-    scheduler: str = "cosine"  # cosine | constant
+    scheduler: str = "cosine"  # cosine | constant | plateau (ReduceLROnPlateau, valid loss)
+    plateau_patience: int = 30  # plateau: epochs without improvement before each lr cut
+    plateau_factor: float = 0.9  # plateau: lr multiplier per cut (down to min_lr)
     warmup_steps: int = 0
+    warmup_start_lr: float | None = None  # lr at step 0 of the linear warm-up (None = lr/warmup_steps)
+    min_lr: float = 0.0  # cosine decays from lr to min_lr
+    cosine_steps: int | None = None  # steps (from 0) to reach min_lr (None = the run's total steps)
+    ema_decay: float | None = None  # parameter EMA (e.g. 0.9999), used for evaluation and saved
     grad_clip: float | None = 10.0  # max gradient norm (None = off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -24,8 +24,19 @@ def _loader(ds, idx, batch_size, shuffle, seed=0):
 
 
 def _objectives_payload(trainer: Trainer, params: dict) -> dict:
+    """Objective heads with their evaluation (EMA, when on) weights."""
     return {name: {"weight": trainer.weights[name], "params": params[name], "state": obj.state_dict()}
-            for name, obj in trainer.model["objectives"].items()}
+            for name, obj in trainer.eval_model["objectives"].items()}
+
+
+def _raw_payload(trainer: Trainer) -> dict:
+    """With EMA on, checkpoints hold the EMA weights under "state" (what fine-tuning and evaluation
+    load) and the raw training weights here; without EMA, nothing (the two are the same)."""
+    if trainer.ema is None:
+        return {}
+    return {"ema": {"decay": trainer.ema.decay, "num_updates": trainer.ema.num_updates},
+            "raw": {"backbone": trainer.backbone.state_dict(),
+                    "objectives": {n: o.state_dict() for n, o in trainer.model["objectives"].items()}}}
 
 
 def pretrain(cfg: Config) -> Path:
@@ -47,8 +58,8 @@ def pretrain(cfg: Config) -> Path:
     def save(epoch, metrics):
         save_checkpoint(out / "pretrain.pt", {
             "kind": "pretrain", "config": to_dict(cfg), "step": trainer.step, "metrics": metrics,
-            "backbone": build.backbone_payload(cfg.model, trainer.backbone),
-            "objectives": _objectives_payload(trainer, params)})
+            "backbone": build.backbone_payload(cfg.model, trainer.eval_model["backbone"]),
+            "objectives": _objectives_payload(trainer, params), **_raw_payload(trainer)})
 
     trainer.fit(train, validate=lambda: {"loss": objective_loss(trainer, valid)["loss"]},
                 on_epoch_end=save)
@@ -73,11 +84,26 @@ def _property_objective(cfg: Config, ds, train_idx) -> PropertyRegression:
     y = np.asarray(ds.targets[train_idx, col], dtype=np.float64) - ds.per_molecule_sum(ref, train_idx)
     std = float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0
     return PropertyRegression(cfg.model.hidden, cfg.finetune.target, float(y.mean()), std,
-                              torch.as_tensor(ref, dtype=torch.float32))
+                              torch.as_tensor(ref, dtype=torch.float32), **_noisy_nodes(cfg))
+
+
+def _noisy_nodes(cfg: Config) -> dict:
+    f = cfg.finetune
+    return {"noisy_nodes_sigma": f.noisy_nodes_sigma, "noisy_nodes_weight": f.noisy_nodes_weight,
+            "noisy_nodes_vector": f.noisy_nodes_vector}
 
 
 def finetune(cfg: Config) -> dict:
-    """Fine-tune a QM9 target; keeps the best validation epoch; returns test metrics."""
+    """Fine-tune a QM9 target; keeps the best validation epoch; returns test metrics.
+
+    ``finetune.task=energy_force`` fine-tunes a force field instead (:mod:`denoise3d.forcefield`).
+    """
+    if cfg.finetune.task == "energy_force":
+        from denoise3d.forcefield import finetune_energy_force
+
+        return finetune_energy_force(cfg)
+    if cfg.finetune.task != "property":
+        raise ConfigError(f"unknown finetune.task {cfg.finetune.task!r} (known: property, energy_force)")
     build.seed_everything(cfg.train.seed, cfg.train.threads)
     info = _target_info(cfg.finetune.target)
     if cfg.finetune.init:
@@ -96,17 +122,19 @@ def finetune(cfg: Config) -> dict:
           f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
     train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
     valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
-    best = {"mae": float("inf"), "state": None, "epoch": 0}
+    best = {"mae": float("inf"), "state": None, "raw": None, "epoch": 0}
 
     def validate():
         return {key: property_mae(trainer.backbone, objective, valid, trainer.device) * info.report_factor}
 
     def keep_best(epoch, metrics):
-        if metrics[key] < best["mae"]:
-            best.update(mae=metrics[key], epoch=epoch, state=copy.deepcopy(trainer.model.state_dict()))
+        if metrics[key] < best["mae"]:  # validated on eval_model's weights (EMA when on)
+            best.update(mae=metrics[key], epoch=epoch,
+                        state=copy.deepcopy(trainer.eval_model.state_dict()),
+                        raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
 
     trainer.fit(train, validate=validate, on_epoch_end=keep_best)
-    trainer.model.load_state_dict(best["state"])
+    trainer.model.load_state_dict(best["state"])  # the evaluation weights of the best epoch
     test = _loader(ds, split["test"], cfg.data.eval_batch_size, False)
     test_mae = property_mae(trainer.backbone, objective, test, trainer.device) * info.report_factor
     metrics = {"target": cfg.finetune.target, "unit": info.report_unit, "test_mae": test_mae,
@@ -116,22 +144,35 @@ def finetune(cfg: Config) -> dict:
         "kind": "finetune", "config": to_dict(cfg), "step": trainer.step, "metrics": metrics,
         "backbone": build.backbone_payload(cfg.model, trainer.backbone),
         "objectives": {"property": {"weight": 1.0, "params": {"target": cfg.finetune.target},
-                                    "state": objective.state_dict()}}})
+                                    "state": objective.state_dict()}},
+        **({} if best["raw"] is None else {
+            "ema": {"decay": trainer.ema.decay},
+            "raw": {"backbone": _sub(best["raw"], "backbone."),
+                    "objectives": {"property": _sub(best["raw"], "objectives.property.")}}})})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"test {key} = {test_mae:.3f} (best validation epoch {best['epoch']}); saved {out / 'finetune.pt'}")
     return metrics
 
 
+def _sub(state: dict, prefix: str) -> dict:
+    """The entries of a state dict under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def evaluate(path: str, split_name: str = "test", overrides: list[str] = ()) -> dict:
     """MAE of a fine-tuned checkpoint on a split, in the target's reporting unit."""
     ckpt = load_checkpoint(path, kind="finetune")
+    if "energy_force" in ckpt.get("objectives", {}):  # a force field: energy and force MAEs
+        from denoise3d.forcefield import evaluate_energy_force
+
+        return evaluate_energy_force(path, split_name, overrides)
     cfg = from_dict(ckpt["config"])
     if overrides:  # e.g. data.max_test=1000 or train.device=cuda
         cfg = load_config(None, overrides, base=to_dict(cfg))
     backbone = build.backbone_from_checkpoint(ckpt, cfg.model, path)
     target = ckpt["objectives"]["property"]["params"]["target"]
     info = _target_info(target)
-    objective = PropertyRegression(cfg.model.hidden, target)
+    objective = PropertyRegression(cfg.model.hidden, target, **_noisy_nodes(cfg))
     load_state(objective, ckpt["objectives"]["property"]["state"], "property head", path)
     ds, split = build.load_data(cfg.data)
     device = resolve_device(cfg.train.device)

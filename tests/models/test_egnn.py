@@ -1,12 +1,13 @@
 """EGNN: physics (inherited), factorised = reference edge layer, numerics, registry."""
 
+import numpy as np
 import pytest
 import torch
 
-from denoise3d.data.batch import N_EDGE_TYPES
+from denoise3d.data.batch import N_EDGE_TYPES, Molecule
 from denoise3d.models import BACKBONES, EGNN, EnergyHead, build_backbone, energy_and_forces
 from denoise3d.models.egnn import EGNNLayer, squared_distances
-from denoise3d.testing import BackbonePhysicsTests, molecule_batch
+from denoise3d.testing import BackbonePhysicsTests, fixture_molecules, molecule_batch
 
 
 class TestEGNNPhysics(BackbonePhysicsTests):
@@ -28,15 +29,22 @@ def test_factorised_edge_layer_equals_concatenation():
 
 
 def test_factorised_model_equals_reference_model():
-    """Whole model, features and forces (the backward of the gathers), in float64."""
+    """Whole model in float64: features, energies, forces (first backward) and the parameter
+    gradients of a force loss (double backward through the in-place gathers)."""
     torch.manual_seed(0)
     model, head = EGNN(hidden=32, layers=3).double(), EnergyHead(32).double()
     batch = molecule_batch()
-    e1, f1, s1 = energy_and_forces(model, head, batch)
-    model.factorised = False
-    e2, f2, s2 = energy_and_forces(model, head, batch)
-    for a, b in ((e1, e2), (f1, f2), (s1, s2)):
-        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+    def run(factorised):
+        model.factorised = factorised
+        model.zero_grad()
+        energy, forces, s = energy_and_forces(model, head, batch, create_graph=True)
+        forces.square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        return [energy.detach(), forces.detach(), s.detach(), *grads]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_squared_distances():
@@ -48,14 +56,16 @@ def test_squared_distances():
 
 
 def test_noisy_and_degenerate_inputs_are_finite():
-    """float32, paper size: σ = 10 Å noise, two atoms on one spot, an atom 1000 Å away.
+    """float32, paper size: σ = 10 Å noise, two atoms on one spot, an atom 1000 Å away, a
+    one-atom molecule (no edges).
 
     Energies, forces and the double-backward parameter gradients (the EFP training path) stay
     finite; forces stay nonzero (nothing saturates to a dead zero everywhere).
     """
     torch.manual_seed(0)
     model, head = EGNN(), EnergyHead(128)
-    batch = molecule_batch(dtype=torch.float32)
+    lone = Molecule(z=np.array([8]), pos=np.zeros((1, 3)))
+    batch = molecule_batch([*fixture_molecules(), lone], dtype=torch.float32)
     noisy = batch.pos + 10.0 * torch.randn_like(batch.pos)
     degenerate = batch.pos.clone()
     degenerate[1] = degenerate[0]  # water: O and H coincide, d² = 0
@@ -85,10 +95,16 @@ def test_paper_defaults_and_state_dict_keys():
     assert "embedding.weight" in model.state_dict()
 
 
+def test_out_of_range_edge_type_is_an_error():
+    batch = molecule_batch()
+    with pytest.raises(ValueError, match="edge_type 3 out of range for n_edge_types=3"):
+        EGNN(hidden=8, layers=1, n_edge_types=3).double()(batch)
+
+
 def test_build_backbone():
-    assert set(BACKBONES) == {"egnn"}
+    assert "egnn" in BACKBONES
     assert isinstance(build_backbone("egnn", hidden=8, layers=1), EGNN)
-    with pytest.raises(ValueError, match="unknown backbone 'nope'; known: egnn"):
+    with pytest.raises(ValueError, match="unknown backbone 'nope'; known: egnn, gns"):
         build_backbone("nope")
     with pytest.raises(ValueError, match="unknown option.*hiden"):
         build_backbone("egnn", hiden=8)

@@ -43,7 +43,8 @@ def test_heads_shapes():
     batch = molecule_batch()
     s = torch.randn(batch.num_atoms, 8, dtype=torch.float64)
     assert EnergyHead(8).double()(s, batch).shape == (batch.num_graphs,)
-    assert ClassifierHead(16, 8, 50).double()(torch.randn(3, 16, dtype=torch.float64)).shape == (3, 50)
+    x = torch.randn(3, 16, dtype=torch.float64)
+    assert ClassifierHead(16, 8, 50).double()(x).shape == (3, 50)
 
 
 def test_energy_and_forces_double_backward_reaches_all_parameters():

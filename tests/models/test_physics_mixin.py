@@ -29,7 +29,8 @@ def test_per_molecule_transform_matches_global_and_preserves_distances():
     for k in range(batch.num_graphs):
         m = batch.batch == k
         torch.testing.assert_close(out[m], apply_transform(batch.pos[m], rot[k], shift[k]))
-        torch.testing.assert_close(torch.cdist(out[m], out[m]), torch.cdist(batch.pos[m], batch.pos[m]))
+        torch.testing.assert_close(torch.cdist(out[m], out[m]),
+                                   torch.cdist(batch.pos[m], batch.pos[m]))
     v = torch.randn(batch.num_atoms, 3, 5, dtype=torch.float64, generator=g)
     torch.testing.assert_close(rotate_vectors(v, rot, batch.batch)[..., 2],
                                rotate_vectors(v[..., 2], rot, batch.batch))
@@ -56,7 +57,8 @@ class ToyBackbone(nn.Module):
         super().__init__()
         self.bug = bug
         self.embed = nn.Embedding(20, hidden)
-        self.mlp = nn.Sequential(nn.Linear(hidden + 3, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.mlp = nn.Sequential(nn.Linear(hidden + 3, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden))
 
     def forward(self, batch):
         i, j = batch.edge_index
@@ -86,7 +88,8 @@ def _run(bug, test_name):
     getattr(Suite(), test_name)()
 
 
-ALL = ["test_rotation", "test_reflection", "test_translation", "test_rotation_reflection_translation",
+ALL = ["test_rotation", "test_reflection", "test_translation",
+       "test_rotation_reflection_translation",
        "test_permutation", "test_forces_match_finite_differences",
        "test_no_cross_talk_between_molecules", "test_batch_equals_single_molecules"]
 

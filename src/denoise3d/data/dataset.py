@@ -5,6 +5,11 @@
 the ``pair_index`` of the full graph (:func:`full_graph_edges_numpy`) into the concatenated hop
 blocks. It equals
 ``collate([dataset.molecule(i) for i in indices])`` field by field, only faster.
+
+Optional per-atom forces: an array ``forces`` (total_atoms, 3) float32 eV/Å aligned with ``pos``
+fills ``batch.targets["forces"]`` (n_atoms, 3). Hop blocks may be shared: molecule ``i`` reads the
+``n_i²`` entries from ``hop_offset[i]``, so all frames of a trajectory point at one block
+(:mod:`denoise3d.data.md17`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ class MolecularDataset:
         if arrays["targets"].shape[1:] != (len(self.target_names),):
             raise ValueError(f"targets have shape {arrays['targets'].shape}, "
                              f"expected (n, {len(self.target_names)}) for {self.target_names}")
+        if "forces" in arrays and arrays["forces"].shape != arrays["pos"].shape:
+            raise ValueError(f"forces have shape {arrays['forces'].shape}, expected "
+                             f"{arrays['pos'].shape} like pos")
         self.path = path  # cache directory, if any
+        self.meta: dict = {}  # free metadata of the source (e.g. a trajectory's provenance)
         self._atom_offset = np.asarray(arrays["atom_offset"])  # (n + 1,) small: keep in memory
         self._hop_offset = np.asarray(arrays["hop_offset"])  # (n + 1,)
         self.natoms = np.diff(self._atom_offset)  # (n,) int64
@@ -52,7 +61,12 @@ class MolecularDataset:
 
     def __repr__(self) -> str:
         return (f"MolecularDataset({len(self):,} molecules, {int(self._atom_offset[-1]):,} atoms, "
-                f"targets {', '.join(self.target_names)})")
+                f"targets {', '.join(self.target_names + self.atom_target_names)})")
+
+    @property
+    def atom_target_names(self) -> tuple[str, ...]:
+        """Per-atom targets stored beside ``pos``: ``("forces",)`` or ``()``."""
+        return ("forces",) if "forces" in self.arrays else ()
 
     @property
     def targets(self) -> np.ndarray:
@@ -87,16 +101,20 @@ class MolecularDataset:
         return idx
 
     def molecule(self, i: int) -> Molecule:
-        """Molecule ``i``: z (n,) int64, pos (n, 3) float32 Å, hops (n, n) int8, float targets."""
+        """Molecule ``i``: z (n,) int64, pos (n, 3) float32 Å, hops (n, n) int8, float targets
+        (and ``forces`` (n, 3) float32 eV/Å if the dataset has them)."""
         i = int(self._check(np.array([i]))[0])
         a, b = self._atom_offset[i], self._atom_offset[i + 1]
         n = b - a
-        hops = np.asarray(self.arrays["hops"][self._hop_offset[i]:self._hop_offset[i + 1]])
+        hops = np.asarray(self.arrays["hops"][self._hop_offset[i]:self._hop_offset[i] + n * n])
+        targets = {k: float(v) for k, v in zip(self.target_names, self.targets[i])}
+        if "forces" in self.arrays:
+            targets["forces"] = np.array(self.arrays["forces"][a:b])
         return Molecule(
             z=np.asarray(self.arrays["z"][a:b], dtype=np.int64),
             pos=np.array(self.arrays["pos"][a:b]),
             hops=hops.reshape(n, n),
-            targets={k: float(v) for k, v in zip(self.target_names, self.targets[i])},
+            targets=targets,
             id=i,
         )
 
@@ -104,8 +122,8 @@ class MolecularDataset:
               targets: Sequence[str] | None = None) -> Batch:
         """Batch of molecules ``indices`` (fully connected, hop edge types), vectorised.
 
-        ``targets``: names to include (default all), each a (n_graphs,) float32 tensor.
-        ``ids`` are the dataset indices.
+        ``targets``: names to include (default all), each a (n_graphs,) float32 tensor, or
+        ``forces`` (n_atoms, 3) float32. ``ids`` are the dataset indices.
         """
         idx = self._check(indices)
         nat = self.natoms[idx]  # (g,)
@@ -113,9 +131,14 @@ class MolecularDataset:
         edge_index, pair_index = full_graph_edges_numpy(nat)
         pairs = concat_ranges(self._hop_offset[idx], nat * nat)  # (Σ n²,) into flat hops
         hops = self.arrays["hops"][pairs[pair_index]]  # (n_edges,) int8
-        names = self.target_names if targets is None else tuple(targets)
+        names = self.target_names + self.atom_target_names if targets is None else tuple(targets)
+        per_atom = [k for k in names if k in self.atom_target_names]
+        names = [k for k in names if k not in per_atom]
         cols = [self._column(k) for k in names]
         values = np.asarray(self.targets[idx][:, cols], dtype=np.float32)  # (g, len(names))
+        out = {k: torch.from_numpy(values[:, c].copy()) for c, k in enumerate(names)}
+        out.update({k: torch.from_numpy(np.asarray(self.arrays[k][atoms], dtype=np.float32))
+                    for k in per_atom})  # (n_atoms, 3)
         return Batch(
             z=torch.from_numpy(self.arrays["z"][atoms].astype(np.int64)),
             pos=torch.from_numpy(np.ascontiguousarray(self.arrays["pos"][atoms])),
@@ -124,7 +147,7 @@ class MolecularDataset:
             edge_index=torch.from_numpy(edge_index),
             edge_type=torch.from_numpy(_EDGE_TYPE[hops]),
             ids=torch.from_numpy(idx.copy()),
-            targets={k: torch.from_numpy(values[:, c].copy()) for c, k in enumerate(names)},
+            targets=out,
         )
 
 

@@ -1,7 +1,9 @@
 """Backbones (``backbone(batch) -> (s, v)``) and the heads that sit on them.
 
 ``s`` (n_atoms, F) invariant node features; ``v`` (n_atoms, 3, F) equivariant vector features or
-``None`` for architectures without them (EGNN as used by 3D-EMGP).
+``None`` for architectures without them (EGNN as used by 3D-EMGP, SchNet, GNS, GNS-TAT).
+Radius-graph backbones (all but EGNN) build their neighbour lists inside ``forward`` from the
+positions they are given (:mod:`denoise3d.models.graph`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,30 @@ import inspect
 from torch import nn
 
 from denoise3d.models.egnn import EGNN
+from denoise3d.models.gns import GNS, GNSTAT
 from denoise3d.models.heads import (ClassifierHead, EnergyHead, PropertyHead, energy_and_forces,
                                     graph_embedding)
+from denoise3d.models.painn import PaiNN
+from denoise3d.models.schnet import SchNet
+from denoise3d.models.torchmd_et import TorchMDET
 
-__all__ = ["BACKBONES", "build_backbone", "EGNN", "EnergyHead", "PropertyHead", "ClassifierHead",
+__all__ = ["BACKBONES", "build_backbone", "backbone_parameters", "EGNN", "SchNet", "PaiNN",
+           "TorchMDET", "GNS", "GNSTAT", "EnergyHead", "PropertyHead", "ClassifierHead",
            "energy_and_forces", "graph_embedding"]
 
-BACKBONES: dict[str, type[nn.Module]] = {"egnn": EGNN}
+BACKBONES: dict[str, type[nn.Module]] = {
+    "egnn": EGNN,  # 3D-EMGP's base: fully connected graph with hop types
+    "schnet": SchNet,  # 3D-EMGP App. B.4
+    "painn": PaiNN,
+    "torchmd_et": TorchMDET,  # 3D-EMGP App. B.4; Zaidi et al. (TorchMD-NET)
+    "gns": GNS,  # Zaidi et al. App. A.1
+    "gns_tat": GNSTAT,  # Zaidi et al. App. A.2
+}
+
+
+def backbone_parameters(name: str) -> list[str]:
+    """The hyperparameter names the backbone ``name`` accepts (its constructor's keywords)."""
+    return [p for p in inspect.signature(BACKBONES[name]).parameters if p != "self"]
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
@@ -28,7 +47,7 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
     cls = BACKBONES[name]
-    params = [p for p in inspect.signature(cls).parameters if p != "self"]
+    params = backbone_parameters(name)
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for backbone {name!r}; "

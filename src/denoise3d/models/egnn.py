@@ -26,7 +26,8 @@ one ``(n_edges × (2H+5)) · (2H+5 × H)`` matmul on a concatenation that must b
 
 **Large distances.** ``d²`` enters raw, as in the paper and its code; with σ = 10 Å noise,
 ``d²`` reaches ~10⁴ Å² and node features grow roughly linearly with it (SiLU is linear for large
-inputs, the gate saturates at 0 or 1). This stays far inside float32's range (see
+inputs, the gate saturates at 0 or 1): at initialisation max|s| ≈ 3 on clean QM9 molecules,
+≈ 150 at σ = 10 Å, ≈ 3·10⁶ at σ = 1000 Å. This stays far inside float32's range (see
 ``tests/models/test_egnn.py::test_noisy_and_degenerate_inputs_are_finite``). What keeps it NaN-free:
 ``d²`` is a sum of squares of differences (no ``sqrt``, so coincident atoms have the finite
 gradient ``2(x_i − x_j) = 0``; no ``‖x_i‖² + ‖x_j‖² − 2 x_i·x_j`` cancellation), and ``sigmoid`` /
@@ -124,6 +125,10 @@ class EGNN(nn.Module):
         self.layers = nn.ModuleList(EGNNLayer(hidden, n_edge_types) for _ in range(layers))
 
     def forward(self, batch) -> tuple[torch.Tensor, None]:
+        if batch.edge_type.numel() and int(batch.edge_type.max()) >= self.n_edge_types:
+            # the factorised lookup would silently read another atom's row, so fail loudly
+            raise ValueError(f"edge_type {int(batch.edge_type.max())} out of range for "
+                             f"n_edge_types={self.n_edge_types}")
         d2 = squared_distances(batch.pos, batch.edge_index)  # (E, 1), Å²
         h = self.embedding(batch.z)  # (n, H)
         for layer in self.layers:

@@ -1,6 +1,9 @@
-"""Heads that sit on a backbone's invariant node features ``s`` (n_atoms, F).
+"""Heads that sit on a backbone's invariant node features ``s`` (n_atoms, F) (and vectors ``v``).
 
 ``E = MLP(Σ_i s_i)`` (3D-EMGP Eq. 2); forces ``F = -∂E/∂pos`` come from :func:`energy_and_forces`.
+Per-atom equivariant vectors (noise, forces, displacements) come either from a :class:`VectorHead`
+("direct") or as ``−∂E/∂pos`` of an :class:`EnergyHead` ("gradient"), see :func:`atom_vectors`;
+per-pair invariant scalars from a :class:`PairHead`.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.ops import scatter_sum
+from denoise3d.models.ops import safe_norm, scatter_sum
+
+VECTOR_MODES = ("direct", "gradient")  # how objectives turn a backbone into per-atom vectors
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
@@ -83,3 +88,95 @@ def energy_and_forces(backbone: nn.Module, head: EnergyHead, batch, create_graph
     energy = head(s, b)
     (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
     return energy, -grad, s
+
+
+class VectorHead(nn.Module):
+    """Per-atom equivariant vectors (n_atoms, 3) from any backbone's ``(s, v)``.
+
+    With vector features ``v`` (n_atoms, 3, F) (PaiNN, TorchMD-ET): a gated equivariant readout
+    (PaiNN's gated equivariant block with one output channel)::
+
+        out_i = g_i · (v_i w),   g_i = MLP([s_i, ‖v_i W‖]),   W (F, F), w (F, 1), no biases
+
+    Without (``v is None``: EGNN, SchNet): an EGNN-style coordinate-update readout over the batch's
+    edges ``(i, j)`` (i receives), with distances from ``batch.pos``::
+
+        out_i = Σ_j φ([s_i, s_j, d_ij]) (x_i − x_j) / (d_ij + 1)          φ: Linear→SiLU→Linear(1)
+
+    The ``1/(d_ij + 1)`` (EGNN's normalised coordinate update) keeps the output O(1) however far
+    apart noisy atoms are. Both are rotation/reflection-equivariant, translation-invariant and
+    permutation-equivariant. Both parameter sets exist; the one a backbone does not use keeps its
+    initial values (no gradient reaches it).
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.edge_in = nn.Linear(2 * hidden + 1, hidden)  # columns [s_i | s_j | d_ij]
+        self.edge_out = nn.Linear(hidden, 1)
+        self.vec_norm = nn.Linear(hidden, hidden, bias=False)  # W
+        self.vec_out = nn.Linear(hidden, 1, bias=False)  # w
+        self.gate = mlp(2 * hidden, hidden, 1)
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor | None, batch) -> torch.Tensor:
+        return self.from_edges(s, batch) if v is None else self.from_vectors(s, v)
+
+    def from_vectors(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Gated readout of vector features v (n_atoms, 3, F) -> (n_atoms, 3)."""
+        norm = safe_norm(self.vec_norm(v), dim=1)  # (n, F), invariant
+        g = self.gate(torch.cat([s, norm], dim=-1))  # (n, 1)
+        return g * self.vec_out(v).squeeze(-1)  # (n, 3)
+
+    def from_edges(self, s: torch.Tensor, batch) -> torch.Tensor:
+        """Coordinate-update readout over ``batch.edge_index`` -> (n_atoms, 3)."""
+        i, j = batch.edge_index
+        diff = batch.pos.index_select(0, i) - batch.pos.index_select(0, j)  # (E, 3)
+        d = safe_norm(diff, dim=-1, keepdim=True)  # (E, 1), Å; finite gradient at d = 0
+        H, w = self.hidden, self.edge_in.weight  # (H, 2H+1)
+        # first layer factorised per node (as in EGNN): (s W_iᵀ)[i] + (s W_jᵀ)[j] + d w_dᵀ + b
+        pre = (s @ w[:, :H].t()).index_select(0, i) + (s @ w[:, H:2 * H].t()).index_select(0, j)
+        pre = pre + d * w[:, 2 * H] + self.edge_in.bias  # (E, H)
+        phi = self.edge_out(nn.functional.silu(pre))  # (E, 1)
+        return scatter_sum(phi * diff / (d + 1.0), i, s.shape[0])  # (n, 3)
+
+
+class PairHead(nn.Module):
+    """Invariant scalar per edge ``(i, j)``, symmetric in i and j, (n_edges,)::
+
+        y_ij = MLP([s_i + s_j, s_i ⊙ s_j, d_ij]),   d_ij = ‖x_i − x_j‖ (Å, from ``batch.pos``)
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.mlp = mlp(2 * hidden + 1, hidden, 1)
+
+    def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
+        i, j = batch.edge_index
+        si, sj = s.index_select(0, i), s.index_select(0, j)  # (E, F)
+        d = safe_norm(batch.pos.index_select(0, i) - batch.pos.index_select(0, j), keepdim=True)
+        return self.mlp(torch.cat([si + sj, si * sj, d], dim=-1)).squeeze(-1)  # (E,)
+
+
+def vector_head(hidden: int, mode: str) -> nn.Module:
+    """The head behind ``mode``: ``"direct"`` -> :class:`VectorHead`, ``"gradient"`` -> :class:`EnergyHead`."""
+    if mode == "direct":
+        return VectorHead(hidden)
+    if mode == "gradient":
+        return EnergyHead(hidden)
+    raise ValueError(f"unknown vector mode {mode!r}; choose from {VECTOR_MODES}")
+
+
+def atom_vectors(backbone: nn.Module, head: nn.Module, batch):
+    """One backbone forward -> ``(vectors (n_atoms, 3), s (n_atoms, F))``.
+
+    ``head`` a :class:`VectorHead` gives its output; an :class:`EnergyHead` gives ``F = −∂E/∂pos``
+    (through :func:`energy_and_forces`, with ``create_graph`` whenever autograd is on, so a loss on
+    the vectors trains; autograd is switched on for the gradient even under ``no_grad``).
+    """
+    if isinstance(head, EnergyHead):
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            _, forces, s = energy_and_forces(backbone, head, batch, create_graph=create_graph)
+        return forces, s
+    s, v = backbone(batch)
+    return head(s, v, batch), s

@@ -19,3 +19,8 @@ def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch
 def safe_norm(x: torch.Tensor, dim: int = -1, eps: float = 1e-12, keepdim: bool = False):
     """Euclidean norm with a finite gradient at zero (sqrt of a clamped sum of squares)."""
     return torch.sqrt((x * x).sum(dim=dim, keepdim=keepdim).clamp_min(eps))
+
+
+def shifted_softplus(x: torch.Tensor) -> torch.Tensor:
+    """``ssp(x) = log(½ eˣ + ½) = softplus(x) − log 2`` (SchNet, GNS); ssp(0) = 0."""
+    return torch.nn.functional.softplus(x) - 0.6931471805599453

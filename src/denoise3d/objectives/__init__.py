@@ -10,12 +10,18 @@ import inspect
 
 from torch import nn
 
+from denoise3d.objectives.denoise import Denoise
 from denoise3d.objectives.emgp import EMGP
+from denoise3d.objectives.masking import AttrMask
+from denoise3d.objectives.pospred import PosPred
 
-__all__ = ["EMGP", "OBJECTIVES", "build_objective"]
+__all__ = ["EMGP", "Denoise", "PosPred", "AttrMask", "OBJECTIVES", "build_objective"]
 
 OBJECTIVES: dict[str, type[nn.Module]] = {
-    "emgp": EMGP,  # 3D-EMGP pretraining: EFP + INP
+    "emgp": EMGP,  # 3D-EMGP pretraining: EFP + INP, and its Table 3 ablations (target=, force=)
+    "denoise": Denoise,  # Zaidi et al.: predict centred noise ε; optional atom-type masking
+    "pospred": PosPred,  # 3D-EMGP baseline: positions moved to the centroid, predicted back
+    "attrmask": AttrMask,  # 3D-EMGP baseline: masked atom types, predicted
 }
 
 

@@ -31,7 +31,7 @@ from denoise3d.models.ops import safe_norm, scatter_mean, scatter_sum
 __all__ = [
     "sigma_levels", "sigma_per_atom", "center", "riemann_terms", "riemann_residual",
     "riemann_residual_and_alpha", "riemann_score", "riemann_alpha", "langevin_riemann",
-    "gaussian_score",
+    "gaussian_score", "gaussian_noise", "gaussian_target", "distance_target",
 ]
 
 
@@ -187,3 +187,46 @@ def gaussian_score(noisy: torch.Tensor, clean: torch.Tensor, sigma) -> torch.Ten
     if sig.dim() == 1 and sig.numel() == noisy.shape[0]:
         sig = sig.unsqueeze(-1)
     return -(noisy - clean) / sig**2
+
+
+def gaussian_noise(pos: torch.Tensor, batch: torch.Tensor, n_graphs: int, centred: bool = True,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """ε ~ N(0, I), (n_atoms, 3); mean-centred per molecule when ``centred`` (Zaidi et al. App. E).
+
+    Centred noise lies in the subspace V = {Σ_i ε_i = 0} on which the (translation-invariant)
+    physical distribution is normalisable: a translation is impossible to predict, so no target
+    should contain one. X̃ = X + σε then has the same centroid as X.
+    """
+    eps = torch.randn(pos.shape, generator=generator, dtype=pos.dtype, device=pos.device)
+    return center(eps, batch, n_graphs) if centred else eps
+
+
+@torch.no_grad()
+def gaussian_target(noisy: torch.Tensor, clean: torch.Tensor, batch: torch.Tensor, n_graphs: int,
+                    sigma) -> torch.Tensor:
+    """Folded target of the 3D-EMGP "Gaussian" ablation, ``t = σ·s = −(Ỹ − Y)/σ``, (n_atoms, 3).
+
+    ``s = −(X̃ − X)/σ²`` is the score of N(X, σ²I) (:func:`gaussian_score`); as for EFP,
+    ``σ²‖F̂/σ − s‖² = ‖F̂ − σs‖²``. Computed from the centred positions Ỹ, Y, so t is
+    translation-free (Σ_i t_i = 0 per molecule, unchanged by translating X̃ or X): −∇E of an
+    invariant energy sums to zero, so a translational component would only add an unlearnable
+    constant to the loss. Rotates when X̃ and X rotate together (not doubly invariant: that is
+    what the ablation tests). No α normaliser (the official code uses none for this target).
+    """
+    sig = sigma_per_atom(sigma, batch, n_graphs, noisy)  # (n_atoms, 1)
+    return -(center(noisy, batch, n_graphs) - center(clean, batch, n_graphs)) / sig
+
+
+@torch.no_grad()
+def distance_target(noisy: torch.Tensor, clean: torch.Tensor, edge_index: torch.Tensor,
+                    sigma_edge) -> torch.Tensor:
+    """Folded distance-denoising target ``t_ij = (d_ij(X) − d_ij(X̃))/σ`` per edge, (n_edges,).
+
+    The score of N(d̃; d, σ²) on one distance is ``−(d̃ − d)/σ²`` (ConfGF's distance score); with
+    the σ² loss weighting folded in as for EFP, the target is σ times it. Invariant under any
+    E(3) map of X̃ and (separately) of X; symmetric in i and j. ``sigma_edge``: scalar or (n_edges,).
+    """
+    i, j = edge_index
+    d_clean = (clean[i] - clean[j]).norm(dim=-1)  # (E,)
+    d_noisy = (noisy[i] - noisy[j]).norm(dim=-1)  # (E,)
+    return (d_clean - d_noisy) / torch.as_tensor(sigma_edge, dtype=noisy.dtype, device=noisy.device)

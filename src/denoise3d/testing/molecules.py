@@ -1,7 +1,7 @@
 """Small molecules written in code, for tests: real QM9 geometries (B3LYP/6-31G(2df,p), Å).
 
 Source: QM9 (Ramakrishnan et al. 2014) rows ``dsgdb9nsd_{000001, 000003, 000014, 001000,
-002000}.xyz`` as shipped by the ``qm9pack`` CSV, coordinates unchanged (10 decimals cut to 6).
+002000}.xyz`` as shipped by the ``qm9pack`` CSV, coordinates rounded from 10 to 6 decimals.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from denoise3d.data.batch import PER_ATOM_TARGETS, Batch, Molecule, collate
-from denoise3d.models.heads import EnergyHead
+from denoise3d.models.heads import EnergyHead, energy_and_forces
 from denoise3d.testing.molecules import fixture_molecules
 
 __all__ = [
@@ -245,6 +245,31 @@ class BackbonePhysicsTests:
             other = batch.batch != g
             assert torch.count_nonzero(grad[other]) == 0, f"molecule {g} leaks into others"
             assert torch.count_nonzero(grad[~other]) > 0, f"molecule {g} has no forces"
+
+    def test_degenerate_geometries_are_finite(self):
+        """float32 (the training dtype): two atoms on one spot, an atom 1000 Å from its molecule
+        (no neighbour inside any cutoff), a one-atom molecule (no edges at all). Features,
+        energies, forces and the double-backward parameter gradients of a force loss (the EFP
+        path) are finite, and the lone atom feels no force."""
+        torch.manual_seed(self.seed)
+        backbone = self.make_backbone().float()
+        lone = Molecule(z=np.array([8]), pos=np.zeros((1, 3)))
+        mols = [*self.make_molecules()[:2], lone]
+        batch = collate(mols).to(dtype=torch.float32)
+        pos = batch.pos.clone()
+        pos[1] = pos[0]  # first molecule: atoms 0 and 1 coincide
+        first = int(batch.natoms[0])
+        pos[first] += 1000.0  # second molecule: its first atom far away from the others
+        batch = batch.replace(pos=pos)
+        s, _ = backbone(batch)
+        head = EnergyHead(s.shape[-1])
+        energy, forces, s = energy_and_forces(backbone, head, batch, create_graph=True)
+        assert torch.isfinite(s).all() and torch.isfinite(energy).all(), "non-finite features"
+        assert torch.isfinite(forces).all(), "non-finite forces"
+        assert torch.count_nonzero(forces[-1]) == 0, "the one-atom molecule feels a force"
+        (forces.square().sum() + energy.sum()).backward()
+        for name, p in backbone.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), f"non-finite gradient: {name}"
 
     def test_batch_equals_single_molecules(self):
         backbone, head, mols, batch = self._setup()

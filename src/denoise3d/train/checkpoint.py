@@ -9,6 +9,11 @@ Layout of the saved dict (loads under ``torch.load(weights_only=True)``)::
     backbone        {"name", "kwargs", "state"}
     objectives      {name: {"weight", "params", "state"}}  (heads live in objectives)
     metrics, step   plain numbers
+    ema, raw        only with train.ema_decay: {"decay", ...} and the raw training weights
+                    {"backbone": state, "objectives": {name: state}}
+
+Every "state" holds the weights to evaluate and to fine-tune from: the EMA weights when EMA is
+on (Zaidi et al. evaluate EMA weights), the training weights otherwise.
 """
 
 from __future__ import annotations

@@ -39,3 +39,19 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
             for k, v in logs.items():
                 parts[k] = parts.get(k, 0.0) + v * n
     return {"loss": total / max(count, 1), **{k: v / max(count, 1) for k, v in parts.items()}}
+
+
+def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
+    """Energy MAE (eV), force MAE per component (eV/Å) and the objective's loss on them, over
+    ``loader``, for an energy + force objective (forces need autograd, so no ``no_grad`` here)."""
+    backbone.eval()
+    objective.eval()
+    e_sum = f_sum = 0.0
+    n_graphs = n_components = 0
+    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, mininterval=1.0):
+        e_err, f_err = objective.errors(backbone, batch.to(device))
+        e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
+        n_graphs, n_components = n_graphs + e_err.numel(), n_components + f_err.numel()
+    e_mae, f_mae = e_sum / max(n_graphs, 1), f_sum / max(n_components, 1)
+    loss = float(objective.combine(torch.tensor(e_mae), torch.tensor(f_mae)))
+    return {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss}

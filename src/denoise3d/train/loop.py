@@ -2,11 +2,16 @@
 
 An objective is an ``nn.Module`` with ``objective(backbone, batch) -> (loss, logs)``; it owns its
 corruption and its heads, so adding an objective never touches this loop.
+
+With ``train.ema_decay`` set, an :class:`~denoise3d.train.ema.EMA` of all weights (backbone and
+heads) is updated after every step; validation runs on the averaged weights
+(:meth:`Trainer.averaged`), and :attr:`Trainer.eval_model` is what jobs save for evaluation.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from denoise3d.config import TrainConfig
+from denoise3d.train.ema import EMA
 from denoise3d.train.logging import CSVLog, plot_learning_curve
 from denoise3d.train.optim import build_optimizer, build_scheduler
 
@@ -38,12 +44,27 @@ class Trainer:
             "objectives": nn.ModuleDict({name: obj for name, (_, obj) in objectives.items()}),
         }).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.out_dir = Path(out_dir)
         self.step = 0
 
     @property
     def backbone(self) -> nn.Module:
         return self.model["backbone"]
+
+    @property
+    def eval_model(self) -> nn.ModuleDict:
+        """The weights to evaluate and to fine-tune from: the EMA copy if EMA is on, else the model."""
+        return self.model if self.ema is None else self.ema.module
+
+    @contextmanager
+    def averaged(self):
+        """Inside the block ``self.model`` holds the evaluation (EMA) weights; no-op without EMA."""
+        if self.ema is None:
+            yield
+        else:
+            with self.ema.applied(self.model):
+                yield
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         total, logs = 0.0, {}
@@ -65,6 +86,8 @@ class Trainer:
         if self.cfg.grad_clip is not None:
             logs["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.scheduler.step()
         self.step += 1
         return float(loss.detach()), logs
@@ -97,11 +120,14 @@ class Trainer:
                                    "molecules_per_s": batch.num_graphs / dt, **logs})
                 epoch += 1
                 if validate is not None:
-                    metrics = validate()
+                    with self.averaged():
+                        metrics = validate()
                     vlog.write({"step": self.step, "epoch": epoch, **metrics})
                     history.append({"step": self.step, "epoch": epoch, **metrics})
                     bar.write(f"epoch {epoch} step {self.step}: " +
                               " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+                    if hasattr(self.scheduler, "epoch_end"):  # plateau: lr cuts on validation
+                        self.scheduler.epoch_end(metrics)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, history[-1] if history else {})
         finally:

@@ -1,0 +1,95 @@
+"""Distance featurisation shared by the radius-graph backbones: cutoff, radial bases, edge types.
+
+All take distances ``d`` (E,) in Å (≥ 1e-6, from :func:`denoise3d.models.graph.radius_edges`)
+and return (E, K) features::
+
+    cosine cutoff     f_c(d) = ½ (cos(π d / c) + 1)  for d < c, else 0        (SchNet, PaiNN, ET)
+    Gaussian          exp(−(d − μ_k)² / (2 Δ²)),  μ_k = linspace(0, c, K), Δ = μ_1 − μ_0  (SchNet)
+    exp-normal        f_c(d) exp(−β_k (exp(−α d) − μ_k)²),  α = 5/c,                 (TorchMD-ET)
+                      μ_k = linspace(e^{−c}, 1, K), β_k = (2 (1 − e^{−c}) / K)^{−2}
+    Bessel (j₀)       √(2/c) sin(k π d / c) / d,  k = 1..K                       (PaiNN, GNS)
+
+:func:`with_edge_types` concatenates the 3D-EMGP hop one-hot (1-, 2-, 3-hop, other) to any of
+them (3D-EMGP App. B.4: "the edge feature is concatenated with the RBF distance expansions").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from denoise3d.data.batch import N_EDGE_TYPES
+
+__all__ = ["cosine_cutoff", "GaussianRBF", "ExpNormalRBF", "BesselRBF", "with_edge_types",
+           "edge_feature_dim"]
+
+
+def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``½ (cos(π d / c) + 1)`` inside the cutoff, 0 outside; (E,). Zero value and slope at c."""
+    return 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0) * (d < cutoff).to(d.dtype)
+
+
+class GaussianRBF(nn.Module):
+    """SchNet's Gaussian expansion on ``[0, cutoff]`` (fixed centres and width)."""
+
+    def __init__(self, cutoff: float, num_rbf: int):
+        super().__init__()
+        offset = torch.linspace(0.0, cutoff, num_rbf)
+        self.coeff = -0.5 / float(offset[1] - offset[0]) ** 2 if num_rbf > 1 else -0.5
+        self.register_buffer("offset", offset)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.coeff * (d.unsqueeze(-1) - self.offset).square())  # (E, K)
+
+
+class ExpNormalRBF(nn.Module):
+    """TorchMD-ET's exp-normal expansion (PhysNet's initial values), trainable centres/widths."""
+
+    def __init__(self, cutoff: float, num_rbf: int, trainable: bool = True):
+        super().__init__()
+        self.cutoff = cutoff
+        self.alpha = 5.0 / cutoff
+        start = math.exp(-cutoff)
+        means = torch.linspace(start, 1.0, num_rbf)
+        betas = torch.full((num_rbf,), (2.0 / num_rbf * (1.0 - start)) ** -2)
+        if trainable:
+            self.means, self.betas = nn.Parameter(means), nn.Parameter(betas)
+        else:
+            self.register_buffer("means", means)
+            self.register_buffer("betas", betas)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        d = d.unsqueeze(-1)  # (E, 1)
+        env = cosine_cutoff(d, self.cutoff)
+        return env * torch.exp(-self.betas * (torch.exp(-self.alpha * d) - self.means).square())
+
+
+class BesselRBF(nn.Module):
+    """Zeroth-order spherical Bessel functions ``√(2/c) sin(kπd/c)/d`` (DimeNet, PaiNN).
+
+    ``d ≥ 1e-6`` (NaN-safe norm), so ``sin(ad)/d`` needs no special case at 0 (it tends to a).
+    """
+
+    def __init__(self, cutoff: float, num_rbf: int):
+        super().__init__()
+        self.prefactor = math.sqrt(2.0 / cutoff)
+        self.register_buffer("freq", torch.arange(1, num_rbf + 1) * (math.pi / cutoff))
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        d = d.unsqueeze(-1)  # (E, 1)
+        return self.prefactor * torch.sin(self.freq * d) / d  # (E, K)
+
+
+def with_edge_types(rbf: torch.Tensor, edge_type: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """``[rbf | onehot(edge_type)]`` (E, K + 4) if ``enabled``, else ``rbf`` unchanged."""
+    if not enabled:
+        return rbf
+    return torch.cat([rbf, F.one_hot(edge_type, N_EDGE_TYPES).to(rbf.dtype)], dim=-1)
+
+
+def edge_feature_dim(num_rbf: int, edge_types: bool) -> int:
+    """Width of :func:`with_edge_types`' output."""
+    return num_rbf + (N_EDGE_TYPES if edge_types else 0)

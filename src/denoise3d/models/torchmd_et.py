@@ -1,0 +1,124 @@
+"""TorchMD-ET, the equivariant transformer of TorchMD-NET (Thölke & De Fabritiis 2022).
+
+As used by 3D-EMGP (App. B.4: 7 layers, 128 features, hop one-hot concatenated to the RBF) and
+by Zaidi et al. (TorchMD-NET). On the radius graph, ``r̂_ij = (x_j − x_i)/d_ij``,
+``e_ij = [ExpNormal(d_ij) | onehot(hop_ij)]``, H heads of width F/H::
+
+    neighbour embedding  x_i ← Linear([x_i, Σ_j Emb'(z_j) ⊙ Linear(e_ij) f_c(d_ij)])
+    per layer            y = LayerNorm(x);  q, k = Linear(y);  (u, w₁, w₂) = split(Linear(y))
+                         (v₁, v₂, v₃) = split(Linear_nobias(v))             (on the feature axis)
+                         a_ij  = SiLU(Σ_head-dim q_i ⊙ k_j ⊙ SiLU(Linear(e_ij))) f_c(d_ij)
+                         (u', w₁', w₂')_ij = (u, w₁, w₂)_j ⊙ SiLU(Linear(e_ij))
+                         m_i   = Σ_j a_ij u'_ij                            (scalar messages)
+                         μ_i   = Σ_j (v_j ⊙ w₁'_ij + w₂'_ij r̂_ij) f_c(d_ij)  (vector messages)
+                         (o₁, o₂, o₃) = split(Linear(m))
+                         x ← x + ⟨v₁, v₂⟩ ⊙ o₂ + o₃;   v ← v + v₃ ⊙ o₁ + μ
+    output               s = LayerNorm(x)
+
+Returns ``(s (n, F), v (n, 3, F))``. Two deliberate differences from the reference code, both
+invisible at initialisation: the vector projection has no bias (a bias on vector features breaks
+equivariance once trained; later TorchMD-NET versions dropped it too), and vector messages are
+multiplied by ``f_c(d_ij)`` as the scalar ones are (the reference leaves them unweighted, so its
+output jumps when an atom crosses the cutoff; conservative forces need it continuous).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from denoise3d.data.elements import MAX_Z
+from denoise3d.models.graph import radius_edges
+from denoise3d.models.ops import scatter_sum
+from denoise3d.models.radial import ExpNormalRBF, cosine_cutoff, edge_feature_dim, with_edge_types
+
+__all__ = ["TorchMDET", "NeighborEmbedding", "EquivariantAttention"]
+
+
+def _xavier(layer: nn.Linear) -> nn.Linear:
+    nn.init.xavier_uniform_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class NeighborEmbedding(nn.Module):
+    def __init__(self, hidden: int, n_edge_features: int, max_z: int):
+        super().__init__()
+        self.embedding = nn.Embedding(max_z + 1, hidden)
+        self.distance_proj = _xavier(nn.Linear(n_edge_features, hidden))
+        self.combine = _xavier(nn.Linear(2 * hidden, hidden))
+
+    def forward(self, z, x, edge_index, edge_attr, env):
+        w = self.distance_proj(edge_attr) * env.unsqueeze(-1)  # (E, F)
+        msg = self.embedding(z).index_select(0, edge_index[1]) * w  # (E, F)
+        return self.combine(torch.cat([x, scatter_sum(msg, edge_index[0], x.shape[0])], dim=-1))
+
+
+class EquivariantAttention(nn.Module):
+    """One equivariant multi-head attention layer; returns the residual updates (Δx, Δv)."""
+
+    def __init__(self, hidden: int, n_edge_features: int, num_heads: int):
+        super().__init__()
+        if hidden % num_heads:
+            raise ValueError(f"hidden={hidden} must be divisible by num_heads={num_heads}")
+        self.hidden, self.heads, self.head_dim = hidden, num_heads, hidden // num_heads
+        self.layernorm = nn.LayerNorm(hidden)
+        self.q_proj = _xavier(nn.Linear(hidden, hidden))
+        self.k_proj = _xavier(nn.Linear(hidden, hidden))
+        self.v_proj = _xavier(nn.Linear(hidden, 3 * hidden))
+        self.o_proj = _xavier(nn.Linear(hidden, 3 * hidden))
+        self.vec_proj = _xavier(nn.Linear(hidden, 3 * hidden, bias=False))
+        self.dk_proj = _xavier(nn.Linear(n_edge_features, hidden))
+        self.dv_proj = _xavier(nn.Linear(n_edge_features, 3 * hidden))
+
+    def forward(self, x, vec, edge_index, edge_attr, env, unit):
+        n, H, D, F_ = x.shape[0], self.heads, self.head_dim, self.hidden
+        i, j = edge_index
+        y = self.layernorm(x)
+        q = self.q_proj(y).view(n, H, D).index_select(0, i)  # (E, H, D)
+        k = self.k_proj(y).view(n, H, D).index_select(0, j)  # (E, H, D)
+        val = self.v_proj(y).view(n, H, 3 * D).index_select(0, j)  # (E, H, 3D)
+        v1, v2, v3 = torch.split(self.vec_proj(vec), F_, dim=-1)  # (n, 3, F) each
+        dk = F.silu(self.dk_proj(edge_attr)).view(-1, H, D)  # (E, H, D)
+        dv = F.silu(self.dv_proj(edge_attr)).view(-1, H, 3 * D)  # (E, H, 3D)
+        attn = F.silu((q * k * dk).sum(dim=-1)) * env.unsqueeze(-1)  # (E, H)
+        u, w1, w2 = torch.split(val * dv, D, dim=-1)  # (E, H, D) each
+        m = scatter_sum((u * attn.unsqueeze(-1)).reshape(-1, F_), i, n)  # (n, F)
+        w1 = (w1.reshape(-1, F_) * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F), f_c folded in
+        w2 = (w2.reshape(-1, F_) * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F)
+        mu = vec.index_select(0, j) * w1 + w2 * unit.unsqueeze(-1)  # (E, 3, F)
+        mu = scatter_sum(mu, i, n)  # (n, 3, F)
+        o1, o2, o3 = torch.split(self.o_proj(m), F_, dim=-1)  # (n, F) each
+        dx = (v1 * v2).sum(dim=1) * o2 + o3  # (n, F)
+        return dx, v3 * o1.unsqueeze(1) + mu
+
+
+class TorchMDET(nn.Module):
+    """TorchMD-ET backbone: ``forward(batch) -> (s (n, F), v (n, 3, F))``."""
+
+    def __init__(self, hidden: int = 128, layers: int = 7, cutoff: float = 5.0, num_rbf: int = 50,
+                 edge_types: bool = True, num_heads: int = 8, max_z: int = MAX_Z):
+        super().__init__()
+        self.hidden, self.cutoff, self.edge_types = hidden, float(cutoff), bool(edge_types)
+        self.embedding = nn.Embedding(max_z + 1, hidden)
+        self.rbf = ExpNormalRBF(cutoff, num_rbf, trainable=True)
+        n_edge = edge_feature_dim(num_rbf, edge_types)
+        self.neighbor_embedding = NeighborEmbedding(hidden, n_edge, max_z)
+        self.attention = nn.ModuleList(EquivariantAttention(hidden, n_edge, num_heads)
+                                       for _ in range(layers))
+        self.out_norm = nn.LayerNorm(hidden)
+
+    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        g = radius_edges(batch, self.cutoff)
+        edge_attr = with_edge_types(self.rbf(g.dist), g.edge_type, self.edge_types)  # (E, K[+4])
+        env = cosine_cutoff(g.dist, self.cutoff)  # (E,)
+        unit = g.vec / g.dist.unsqueeze(-1)  # (E, 3)
+        x = self.embedding(batch.z)  # (n, F)
+        x = self.neighbor_embedding(batch.z, x, g.edge_index, edge_attr, env)
+        vec = x.new_zeros(x.shape[0], 3, self.hidden)  # (n, 3, F)
+        for layer in self.attention:
+            dx, dvec = layer(x, vec, g.edge_index, edge_attr, env, unit)
+            x, vec = x + dx, vec + dvec
+        return self.out_norm(x), vec

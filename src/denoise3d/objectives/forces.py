@@ -1,0 +1,65 @@
+"""Energy + force fine-tuning (3D-EMGP on MD17): a conservative force field on a backbone.
+
+    E = std · MLP(Σ_i s_i) + mean            (eV; EnergyHead, 3D-EMGP Eq. 2)
+    F = −∂E/∂X                               (eV/Å; autograd, ``create_graph`` while training)
+    L = λ_E · mean|E − E*| / std + λ_F · mean|F − F*| / std
+
+``mean`` and ``std`` are the training split's energy statistics (one molecule's trajectory, so no
+atom references are needed); λ_E = 0.2, λ_F = 0.8 (App. B.2). The official code takes the L1
+losses in kcal/mol without the ``1/std``; with Adam a constant factor on the loss changes nothing
+but the effective ε, and dividing by ``std`` makes the loss unit-free like the other objectives.
+Force errors are per Cartesian component (MD17's convention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from denoise3d.models.heads import EnergyHead, energy_and_forces
+
+__all__ = ["EnergyForceRegression"]
+
+
+class EnergyForceRegression(nn.Module):
+    """``objective(backbone, batch) -> (loss, logs)``; needs targets ``energy`` and ``forces``."""
+
+    target = "energy"
+
+    def __init__(self, hidden: int, energy_weight: float = 0.2, force_weight: float = 0.8,
+                 mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        if std <= 0:
+            raise ValueError(f"energy std must be > 0, got {std}")
+        self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)
+        self.head = EnergyHead(hidden)
+        self.register_buffer("mean", torch.tensor(float(mean)))  # eV
+        self.register_buffer("std", torch.tensor(float(std)))  # eV
+
+    def energy(self, s: torch.Tensor, batch) -> torch.Tensor:
+        """E in eV from node features, (n_graphs,)."""
+        return self.head(s, batch) * self.std + self.mean
+
+    def predict(self, backbone: nn.Module, batch, create_graph: bool = False):
+        """(E (n_graphs,) eV, F (n_atoms, 3) eV/Å); works under ``no_grad`` too (autograd for F
+        is switched on locally); without ``create_graph`` both are detached."""
+        with torch.enable_grad():
+            energy, forces, _ = energy_and_forces(backbone, self.energy, batch, create_graph)
+        if not create_graph:
+            energy, forces = energy.detach(), forces.detach()
+        return energy, forces
+
+    def errors(self, backbone: nn.Module, batch, create_graph: bool = False):
+        """Absolute errors |E − E*| (n_graphs,) eV and |F − F*| (n_atoms, 3) eV/Å."""
+        energy, forces = self.predict(backbone, batch, create_graph)
+        return (energy - batch.targets["energy"]).abs(), (forces - batch.targets["forces"]).abs()
+
+    def combine(self, energy_mae: torch.Tensor, force_mae: torch.Tensor) -> torch.Tensor:
+        """The weighted, standardised loss from the two mean absolute errors."""
+        return (self.energy_weight * energy_mae + self.force_weight * force_mae) / self.std
+
+    def forward(self, backbone: nn.Module, batch):
+        e_err, f_err = self.errors(backbone, batch, self.training and torch.is_grad_enabled())
+        loss = self.combine(e_err.mean(), f_err.mean())
+        return loss, {"energy_mae_meV": float(e_err.detach().mean()) * 1000.0,
+                      "force_mae_meV_A": float(f_err.detach().mean()) * 1000.0}

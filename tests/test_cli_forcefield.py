@@ -1,0 +1,94 @@
+"""The force-field workflow through the CLI, on short GFN2-xTB trajectories made here:
+data xtb-md -> finetune (task energy_force) -> evaluate (own test split, and a trajectory the
+model never saw) -> md -> landscape."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tblite")
+
+from denoise3d.cli import main  # noqa: E402
+
+TINY = ["model.hidden=16", "model.layers=2", "data.batch_size=10", "data.eval_batch_size=40",
+        "data.train_frames=40", "data.valid_frames=10", "train.epochs=3", "train.threads=1",
+        "train.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory):
+    """Two ethanol trajectories: the training one (500 K, seed 0) and an independent one
+    (other seed, other conformer, 400 K)."""
+    root = tmp_path_factory.mktemp("xtb")
+    common = ["--smiles", "CCO", "--interval", "2", "--equilibrate", "40", "--quiet"]
+    assert main(["data", "xtb-md", *common, "--frames", "80", "--out", str(root / "a.npz")]) == 0
+    assert main(["data", "xtb-md", *common, "--frames", "30", "--seed", "7", "--temperature",
+                 "400", "--out", str(root / "b.npz")]) == 0
+    return root / "a.npz", root / "b.npz"
+
+
+@pytest.fixture(scope="module")
+def finetuned(trajectories, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft")
+    rc = main(["finetune", "configs/finetune/md17_cpu.yaml", *TINY,
+               f"data.path={trajectories[0]}", f"train.out={out}"])
+    assert rc == 0
+    return out
+
+
+def test_finetune_writes_md17_metrics(finetuned):
+    m = json.loads((finetuned / "metrics.json").read_text())
+    assert m["task"] == "energy_force" and m["theory"] == "GFN2-xTB"
+    assert (m["train_size"], m["valid_size"], m["test_size"]) == (40, 10, 30)
+    for key in ("energy_mae_kcal_mol", "energy_mae_meV", "force_mae_kcal_mol_A", "force_mae_meV_A"):
+        assert 0 < m[f"test_{key}"] < 1e4
+    assert m["test_mae"] == m["test_force_mae_kcal_mol_A"]
+    assert m["test_force_mae_meV_A"] == pytest.approx(m["test_force_mae_kcal_mol_A"] * 43.3641,
+                                                      rel=1e-4)
+    ckpt = torch.load(finetuned / "finetune.pt", weights_only=True)
+    assert set(ckpt["objectives"]) == {"energy_force"} and ckpt["units"]["forces"] == "eV/Å"
+    valid = (finetuned / "valid.csv").read_text().splitlines()
+    assert valid[0].startswith("step,epoch,loss,energy_mae_kcal_mol") and len(valid) == 4
+
+
+def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectories, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(finetuned / "finetune.pt")]) == 0
+    own = json.loads(capsys.readouterr().out)
+    m = json.loads((finetuned / "metrics.json").read_text())
+    assert own["force_mae_kcal_mol_A"] == pytest.approx(m["test_mae"], rel=1e-5)
+    assert main(["evaluate", str(finetuned / "finetune.pt"), f"data.path={trajectories[1]}",
+                 "--split", "all"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["frames"] == 30 and 0 < other["force_mae_meV_A"] < 1e5
+
+
+def test_md_and_landscape_from_the_checkpoint(finetuned, trajectories, tmp_path, capsys):
+    ckpt = str(finetuned / "finetune.pt")
+    assert main(["md", ckpt, str(trajectories[1]), "--frame", "5", "--steps", "20",
+                 "--interval", "10", "--out", str(tmp_path / "md.extxyz"), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    frames = ase.io.read(tmp_path / "md.extxyz", index=":")
+    assert summary["frames"] == len(frames) == 3 and frames[0].get_forces().shape == (9, 3)
+    assert main(["landscape", ckpt, str(trajectories[1]), "--points", "7",
+                 "--out", str(tmp_path / "land")]) == 0
+    assert (tmp_path / "land.png").stat().st_size > 10_000
+    with np.load(tmp_path / "land.npz") as f:
+        assert f["energy_eV"].shape == (7, 7)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["finetune", "finetune.task=energy_force", "data.dataset=md17"], "needs data.path"),
+    (["finetune", "finetune.task=forces"], "unknown finetune.task 'forces'"),
+    (["data", "xtb-md", "--smiles", "CCO"], "needs --out"),
+    (["md", "/nonexistent.pt", "x.xyz"], "checkpoint not found"),
+])
+def test_bad_input_is_one_line_error(args, words, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
