@@ -39,8 +39,11 @@ def load_data(cfg: DataConfig):
         ds, split = _load_md17(cfg)
     elif cfg.dataset == "qm9":
         ds, split = _load_qm9(cfg)
+    elif cfg.dataset in ("structures", "geom"):
+        ds, split = _load_pretraining_set(cfg)
     else:
-        raise ConfigError(f"unknown data.dataset {cfg.dataset!r} (known: qm9, md17)")
+        raise ConfigError(f"unknown data.dataset {cfg.dataset!r} "
+                          f"(known: qm9, md17, structures, geom)")
     rng = np.random.default_rng(cfg.split_seed)
     cap = {"train": cfg.max_train, "valid": cfg.max_valid, "test": cfg.max_test}
     split = {name: _subset(idx, cap[name], rng) for name, idx in split.items()}
@@ -64,6 +67,19 @@ def _load_md17(cfg: DataConfig):
                                cfg.split_seed)
     raise ConfigError(f"data.split={cfg.split!r} is not a split of a trajectory: use random "
                       f"(train_frames / valid_frames / rest) or rmd17-1 ... rmd17-5")
+
+
+def _load_pretraining_set(cfg: DataConfig):
+    """Structure files / a cache / GEOM files, split 95 % / 5 % (denoise3d.data.pretraining)."""
+    from denoise3d.data.pretraining import load_geom, load_structures, pretraining_split
+
+    if not cfg.path:
+        raise ConfigError(f"data.dataset={cfg.dataset} needs data.path=FILE_OR_DIRECTORY")
+    if cfg.dataset == "geom":
+        ds = load_geom(cfg.path, cfg.top_k, cfg.exclude, cfg.cache_dir)
+    else:
+        ds = load_structures(cfg.path, cfg.cache_dir, cfg.add_hydrogens)
+    return ds, pretraining_split(len(ds), cfg.split_seed)
 
 
 def _load_qm9(cfg: DataConfig):

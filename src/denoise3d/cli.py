@@ -111,8 +111,8 @@ def cmd_landscape(args) -> None:
     print(f"{png}\n{npz}")
 
 
-def _add_force_field_verbs(sub) -> None:
-    """Parsers of the verbs data (xtb-md), md and landscape."""
+def _add_force_field_verbs(sub):
+    """Parsers of the verbs data (xtb-md), md and landscape; returns data's subparsers."""
     data = sub.add_parser("data", help="make datasets").add_subparsers(dest="what", required=True)
     s = data.add_parser("xtb-md", help="an MD17-style trajectory labelled with GFN2-xTB (tblite)")
     s.add_argument("--smiles")
@@ -161,6 +161,73 @@ def _add_force_field_verbs(sub) -> None:
     s.add_argument("--points", type=int, default=41, help="grid points per direction")
     s.add_argument("--seed", type=int, default=0, help="seed of the two random directions")
     s.set_defaults(fn=cmd_landscape)
+    return data
+
+
+def cmd_data_conformers(args) -> None:
+    """A GEOM-style conformer set (ETKDG + MMFF, optional xTB) written as a cache directory."""
+    from denoise3d.data import conformers as conf
+
+    if (args.smiles_file is None) == (not args.qm9_train):
+        raise ValueError("data conformers needs a SMILES_FILE or --qm9-train (not both)")
+    smiles = conf.qm9_smiles("train") if args.qm9_train else conf.read_smiles_file(args.smiles_file)
+    exclude = []
+    if args.exclude_qm9_test:
+        exclude += conf.qm9_smiles("test")
+    if args.exclude:
+        exclude += conf.read_smiles_file(args.exclude)
+    counts = conf.generate(smiles, args.out, k=args.k, workers=args.workers,
+                           exclude=conf.SplitFilter(exclude) if exclude else None,
+                           seed=args.seed, xtb_steps=args.xtb_steps, progress=not args.quiet)
+    print(json.dumps({"out": args.out, **counts}))
+
+
+def cmd_data_build(args) -> None:
+    """Structure files (xyz, extxyz, sdf, ASE db, a directory) or GEOM files → a cache directory."""
+    from denoise3d.data import geom, readers
+    from denoise3d.data.writer import CacheWriter
+
+    if args.geom:
+        from denoise3d.data.pretraining import _exclude_filter
+
+        records = geom.read_geom(args.path, args.top_k, _exclude_filter(args.exclude))
+    else:
+        records = readers.read_structures(args.path, args.add_hydrogens)
+    source = {"dataset": "build", "path": str(Path(args.path).resolve()), "geom": args.geom,
+              "top_k": args.top_k, "exclude": args.exclude, "add_hydrogens": args.add_hydrogens}
+    with CacheWriter(args.out, source, {"dataset": "structures", "target_names": []},
+                     strings=("names", "smiles")) as w:
+        readers.write_structures(w, records)
+    print(f"{args.out}\n{w.statistics()}")
+
+
+def _add_pretraining_data_verbs(data) -> None:
+    """``data conformers`` and ``data build`` (pretraining sets, issue 6)."""
+    s = data.add_parser("conformers", help="GEOM-style conformer set from SMILES (RDKit, xTB)")
+    s.add_argument("smiles_file", nargs="?", metavar="SMILES_FILE", help="one SMILES per line")
+    s.add_argument("--qm9-train", action="store_true",
+                   help="use the SMILES of QM9's EGNN / 3D-EMGP training split")
+    s.add_argument("--out", required=True, help="output cache directory")
+    s.add_argument("--k", type=int, default=10, help="conformers per molecule (default 10)")
+    s.add_argument("--exclude-qm9-test", action="store_true",
+                   help="drop molecules of QM9's EGNN test split (canonical SMILES / InChIKey)")
+    s.add_argument("--exclude", metavar="SMILES_FILE", help="drop these molecules too")
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    s.add_argument("--xtb-steps", type=int, default=0,
+                   help="GFN2-xTB BFGS steps per conformer after MMFF (0 = off)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_data_conformers)
+
+    s = data.add_parser("build", help="structure files or GEOM files -> a processed cache")
+    s.add_argument("path", help="xyz / extxyz / sdf / ASE .db file or directory; GEOM with --geom")
+    s.add_argument("--out", required=True, help="output cache directory")
+    s.add_argument("--add-hydrogens", action="store_true",
+                   help="SDF: add H with RDKit (PCQM4Mv2's SDF has heavy atoms only)")
+    s.add_argument("--geom", action="store_true", help="path is GEOM rdkit_folder or .msgpack")
+    s.add_argument("--top-k", type=int, default=10, help="GEOM conformers per molecule")
+    s.add_argument("--exclude", help="GEOM: drop molecules of qm9-test or of a SMILES file")
+    s.set_defaults(fn=cmd_data_build)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print the test metrics of finished fine-tuning runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.set_defaults(fn=cmd_summary)
-    _add_force_field_verbs(sub)
+    _add_pretraining_data_verbs(_add_force_field_verbs(sub))
     return p
 
 
@@ -194,7 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"denoise3d: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        _end_distributed()
     return 0
+
+
+def _end_distributed() -> None:
+    """Leave the process group a torchrun / SLURM launch joined (see train/distributed.py)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "qm9"  # qm9 | md17
+    dataset: str = "qm9"  # qm9 | md17 | structures | geom
     cache_dir: str | None = None  # processed cache; default $DENOISE3D_CACHE or ~/.cache/denoise3d
     xyz_dir: str | None = None  # read original dsgdb9nsd_*.xyz files instead of the qm9pack CSV
     split: str = "egnn"  # 100,000 / 17,748 / 13,083: "egnn" = the exact EGNN/3D-EMGP permutation
@@ -32,11 +32,23 @@ class DataConfig:
     max_train: int | None = None  # use a random subset of N training molecules (None = all)
     max_valid: int | None = None  # random subset of N validation molecules (None = all 17,748)
     max_test: int | None = None  # random subset of N test molecules (None = all 13,083)
+    # Dynamic training batches (Zaidi et al.): pack molecules in shuffled order until one more
+    # would exceed a limit (edges of the full graph, n(n-1) per molecule); any set = on, and
+    # batch_size is then unused for training. Per process under data parallelism.
+    max_atoms: int | None = None
+    max_edges: int | None = None
+    max_graphs: int | None = None
     # dataset "md17": one MD17 / rMD17 / generated (denoise3d data xtb-md) trajectory .npz;
     # split "random" = 3D-EMGP's train_frames / valid_frames / rest, or "rmd17-K" (K = 1..5)
     path: str | None = None
     train_frames: int = 9500
     valid_frames: int = 500
+    # datasets "structures" (data.path: a cache dir, or xyz/extxyz/sdf/ASE-db files or a directory)
+    # and "geom" (data.path: GEOM rdkit_folder / summary json / .msgpack): pretraining sets,
+    # split 95 % train / 5 % valid by split_seed (see denoise3d.data.pretraining)
+    top_k: int = 10  # geom: conformers of largest Boltzmann weight kept per molecule
+    exclude: str | None = None  # geom: drop molecules of "qm9-test" or of a SMILES file
+    add_hydrogens: bool = False  # SDF: add H with RDKit (PCQM4Mv2's SDF has heavy atoms only)
 
 
 @dataclass
@@ -95,6 +107,11 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None = torch default)
     out: str = "runs/run"  # output directory: checkpoints, config.yaml, log.csv, metrics.json
     log_every: int = 10  # steps between CSV log rows
+    checkpoint_every: int | None = None  # steps between resume checkpoints (out/resume.pt); None = epoch ends only
+    resume: bool | str = False  # true = continue from out/resume.pt if present; or a resume.pt path
+    nonfinite: str = "error"  # error | skip: on a non-finite loss or gradient (skips are counted in log.csv)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on CUDA (forces stay float32); CPU is fp32
+    tensorboard: bool = True  # also write TensorBoard events to out/tb (if tensorboard is installed)
 
 
 @dataclass

@@ -69,9 +69,13 @@ def finetune_energy_force(cfg: Config) -> dict:
     print(f"fine-tuning energy + forces of {ds.meta.get('name', cfg.data.path)} "
           f"({ds.meta.get('theory', '?')}) on {len(split['train'])} frames, "
           f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
-    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
+    from denoise3d.runs import _loader as train_loader  # honours data.max_atoms / max_edges / max_graphs
+
+    train = train_loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed, cfg.data)
     valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
-    best = {"loss": float("inf"), "state": None, "epoch": 0, "metrics": {}}
+    # in trainer.extra: saved with resume checkpoints (train.resume), so a resumed run keeps it
+    best = trainer.extra.setdefault("best", {"loss": float("inf"), "state": None, "epoch": 0,
+                                             "metrics": {}})
 
     def validate():
         errors = force_field_errors(trainer.backbone, objective, valid, trainer.device)

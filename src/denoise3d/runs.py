@@ -17,10 +17,23 @@ from denoise3d.train.evaluate import objective_loss, property_mae
 from denoise3d.train.loop import Trainer, resolve_device
 
 
-def _loader(ds, idx, batch_size, shuffle, seed=0):
+def _loader(ds, idx, batch_size, shuffle, seed=0, data=None):
+    """Training (``shuffle``) or evaluation loader; training batches are packed by atoms / edges /
+    graphs when ``data`` (a DataConfig) sets max_atoms, max_edges or max_graphs."""
+    from denoise3d.data.batching import DynamicBatchLoader
     from denoise3d.data.dataset import BatchLoader
 
+    if shuffle and data is not None and any(v is not None for v in
+                                            (data.max_atoms, data.max_edges, data.max_graphs)):
+        return DynamicBatchLoader(ds, idx, data.max_atoms, data.max_edges, data.max_graphs,
+                                  shuffle=True, seed=seed, drop_last=True)
     return BatchLoader(ds, idx, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=shuffle)
+
+
+def _say(trainer: Trainer, text: str) -> None:
+    """Print on the main process only (every rank runs the job under data parallelism)."""
+    if trainer.dist.is_main:
+        print(text)
 
 
 def _objectives_payload(trainer: Trainer, params: dict) -> dict:
@@ -50,9 +63,10 @@ def pretrain(cfg: Config) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     trainer = Trainer(build.make_backbone(cfg.model), objectives, cfg.train, out)
-    print(f"pretraining {cfg.model.backbone} ({cfg.model.layers}x{cfg.model.hidden}) on "
-          f"{len(split['train'])} structures with {', '.join(objectives)}; output in {out}")
-    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
+    _say(trainer, f"pretraining {cfg.model.backbone} ({cfg.model.layers}x{cfg.model.hidden}) on "
+         f"{len(split['train'])} structures with {', '.join(objectives)}; output in {out}"
+         + (f"; {trainer.dist.world_size} processes" if trainer.dist.enabled else ""))
+    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed, cfg.data)
     valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
 
     def save(epoch, metrics):
@@ -63,7 +77,7 @@ def pretrain(cfg: Config) -> Path:
 
     trainer.fit(train, validate=lambda: {"loss": objective_loss(trainer, valid)["loss"]},
                 on_epoch_end=save)
-    print(f"saved {out / 'pretrain.pt'}")
+    _say(trainer, f"saved {out / 'pretrain.pt'}")
     return out / "pretrain.pt"
 
 
@@ -118,11 +132,13 @@ def finetune(cfg: Config) -> dict:
     objective = _property_objective(cfg, ds, split["train"])
     trainer = Trainer(backbone, {"property": (1.0, objective)}, cfg.train, out)
     key = f"{cfg.finetune.target}_mae_{info.report_unit}"
-    print(f"fine-tuning {cfg.finetune.target} ({info.report_unit}) on {len(split['train'])} labels, "
-          f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
-    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed)
+    _say(trainer, f"fine-tuning {cfg.finetune.target} ({info.report_unit}) on {len(split['train'])} "
+         f"labels, {'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
+    train = _loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed, cfg.data)
     valid = _loader(ds, split["valid"], cfg.data.eval_batch_size, False)
-    best = {"mae": float("inf"), "state": None, "raw": None, "epoch": 0}
+    # in trainer.extra: saved with resume checkpoints, so a resumed run keeps its best epoch
+    best = trainer.extra.setdefault("best", {"mae": float("inf"), "state": None, "raw": None,
+                                             "epoch": 0})
 
     def validate():
         return {key: property_mae(trainer.backbone, objective, valid, trainer.device) * info.report_factor}
@@ -149,8 +165,9 @@ def finetune(cfg: Config) -> dict:
             "ema": {"decay": trainer.ema.decay},
             "raw": {"backbone": _sub(best["raw"], "backbone."),
                     "objectives": {"property": _sub(best["raw"], "objectives.property.")}}})})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"test {key} = {test_mae:.3f} (best validation epoch {best['epoch']}); saved {out / 'finetune.pt'}")
+    if trainer.dist.is_main:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _say(trainer, f"test {key} = {test_mae:.3f} (best validation epoch {best['epoch']}); saved {out / 'finetune.pt'}")
     return metrics
 
 

@@ -208,6 +208,8 @@ def open_cache(path: str | Path, source: dict | None = None) -> tuple[dict[str, 
         raise CacheInvalid(f"manifest unreadable ({e})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CacheInvalid(f"format version {manifest.get('format_version')} != {FORMAT_VERSION}")
+    if manifest.get("complete") is False:  # streaming writer: written last, must be true
+        raise CacheInvalid("build not complete")
     if source is not None and manifest.get("source") != json.loads(json.dumps(source)):
         raise CacheInvalid("source files or settings changed")
     arrays = {}

@@ -32,10 +32,18 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write atomically: to a temporary name in the same folder, then rename."""
+    """Write atomically: to a temporary name in the same folder, then rename.
+
+    Under data parallelism only rank 0 writes (all ranks hold the same weights); a killed writer
+    leaves at most a stray ``*.tmp``, never a truncated checkpoint.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
     os.replace(tmp, path)
 

@@ -1,9 +1,21 @@
-"""Evaluation loops (no gradients, EMA-free for now)."""
+"""Evaluation loops (no gradients).
+
+Under data parallelism each rank evaluates its share of the batches (:func:`eval_shard`, no
+padding) and the (sum, count) pairs are summed over ranks (:func:`all_reduce_sums`), so the metrics
+are exactly those of one process over the whole split. Progress bars only on rank 0.
+"""
 
 from __future__ import annotations
 
 import torch
 from tqdm import tqdm
+
+from denoise3d.train.distributed import all_reduce_sums, current, eval_shard, gather_objects
+
+
+def _bar(loader):
+    return tqdm(loader, desc="evaluate", unit="batch", leave=False, mininterval=1.0,
+                disable=not current().is_main)
 
 
 @torch.no_grad()
@@ -12,11 +24,12 @@ def property_mae(backbone, objective, loader, device) -> float:
     backbone.eval()
     objective.eval()
     total, count = 0.0, 0
-    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, mininterval=1.0):
+    for batch in _bar(eval_shard(loader)):
         batch = batch.to(device)
         pred = objective.predict(backbone, batch)
         total += float((pred - batch.targets[objective.target]).abs().sum())
         count += batch.num_graphs
+    total, count = all_reduce_sums([total, count])
     return total / max(count, 1)
 
 
@@ -30,7 +43,7 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
     total, count, parts = 0.0, 0, {}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        for batch in loader:
+        for batch in eval_shard(loader):
             batch = batch.to(trainer.device)
             loss, logs = trainer.loss(batch)
             n = batch.num_graphs
@@ -38,7 +51,9 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
             count += n
             for k, v in logs.items():
                 parts[k] = parts.get(k, 0.0) + v * n
-    return {"loss": total / max(count, 1), **{k: v / max(count, 1) for k, v in parts.items()}}
+    keys = sorted(set().union(*gather_objects(sorted(parts))))  # a rank may have had no batch
+    total, count, *sums = all_reduce_sums([total, count] + [parts.get(k, 0.0) for k in keys])
+    return {"loss": total / max(count, 1), **{k: v / max(count, 1) for k, v in zip(keys, sums)}}
 
 
 def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
@@ -48,10 +63,11 @@ def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
     objective.eval()
     e_sum = f_sum = 0.0
     n_graphs = n_components = 0
-    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, mininterval=1.0):
+    for batch in _bar(eval_shard(loader)):
         e_err, f_err = objective.errors(backbone, batch.to(device))
         e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
         n_graphs, n_components = n_graphs + e_err.numel(), n_components + f_err.numel()
+    e_sum, f_sum, n_graphs, n_components = all_reduce_sums([e_sum, f_sum, n_graphs, n_components])
     e_mae, f_mae = e_sum / max(n_graphs, 1), f_sum / max(n_components, 1)
     loss = float(objective.combine(torch.tensor(e_mae), torch.tensor(f_mae)))
     return {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss}

@@ -1,19 +1,34 @@
-"""CSV logs and learning-curve plots."""
+"""CSV and TensorBoard logs, learning-curve plots."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Callable
 
 
 class CSVLog:
-    """Append rows (dicts) to a CSV file; the columns are the keys of the first row."""
+    """Append rows (dicts) to a CSV file; the columns are the keys of the first row.
 
-    def __init__(self, path: str | Path):
+    ``keep``: when resuming, a predicate on the rows already in the file; those kept stay
+    (the rows written after the resume checkpoint are dropped and will be written again).
+    """
+
+    def __init__(self, path: str | Path, keep: Callable[[dict], bool] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = None
         self._file = None
+        if keep is not None and self.path.is_file():
+            with open(self.path) as f:
+                reader = csv.DictReader(f)
+                fields, rows = reader.fieldnames, [r for r in reader if keep(r)]
+            if fields:
+                self._file = open(self.path, "w", newline="")
+                self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
+                self._writer.writeheader()
+                self._writer.writerows(rows)
+                self._file.flush()
 
     def write(self, row: dict) -> None:
         if self._writer is None:
@@ -62,3 +77,30 @@ def plot_learning_curve(out_dir: str | Path, png_name: str = "learning_curve.png
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard event files under ``out/tb`` (no-op without ``tensorboard``).
+
+    ``purge_step``: when resuming, TensorBoard hides events logged after this step by the
+    interrupted run.
+    """
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra: pip install denoise3d[tensorboard]
+            self.writer = None
+            return
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def write(self, prefix: str, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

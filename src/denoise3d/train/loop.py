@@ -6,12 +6,27 @@ corruption and its heads, so adding an objective never touches this loop.
 With ``train.ema_decay`` set, an :class:`~denoise3d.train.ema.EMA` of all weights (backbone and
 heads) is updated after every step; validation runs on the averaged weights
 (:meth:`Trainer.averaged`), and :attr:`Trainer.eval_model` is what jobs save for evaluation.
+
+Around that core (each in its own module):
+
+- data parallelism over torchrun / SLURM processes (:mod:`denoise3d.train.distributed`): the
+  loader is sharded per rank, gradients are averaged in one all-reduce after ``backward``;
+- exact resume (:mod:`denoise3d.train.state`): ``out/resume.pt`` every ``train.checkpoint_every``
+  steps and at each epoch end; ``train.resume=true`` continues from it;
+- non-finite losses or gradients: ``train.nonfinite=error`` raises naming the batch's molecules,
+  ``skip`` skips the update (no optimiser or EMA step) and counts it (``skipped_steps`` in log.csv);
+  every rank takes the same decision (the flag is part of the gradient all-reduce);
+- ``train.precision=bf16|fp16``: CUDA autocast for the forward pass (fp16 with a GradScaler);
+  positions stay float32 leaves, so autograd forces ``-dE/dx`` come back in float32;
+- logs on rank 0: progress bar, ``log.csv`` / ``valid.csv``, TensorBoard (``out/tb``) and
+  ``learning_curve.png``.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -19,10 +34,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from denoise3d.config import TrainConfig
+from denoise3d.config import ConfigError, TrainConfig
+from denoise3d.train.distributed import (ShardedLoader, broadcast_module, gather_objects,
+                                         init_distributed, sync_gradients)
 from denoise3d.train.ema import EMA
-from denoise3d.train.logging import CSVLog, plot_learning_curve
+from denoise3d.train.logging import CSVLog, TensorBoardLog, plot_learning_curve
 from denoise3d.train.optim import build_optimizer, build_scheduler
+from denoise3d.train.state import load_resume, resume_path, save_resume
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,22 +49,55 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _autocast_dtype(precision: str, device: torch.device, verbose: bool) -> torch.dtype | None:
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ConfigError(f"unknown train.precision {precision!r} (known: fp32, bf16, fp16)")
+    if dtypes[precision] is not None and device.type != "cuda":
+        if verbose:
+            print(f"train.precision={precision} is for GPUs; training on {device.type} in float32")
+        return None
+    return dtypes[precision]
+
+
+def iter_batches(loader, start: int = 0):
+    """The loader's batches of the current epoch from batch ``start`` on (resume mid-epoch)."""
+    if start == 0:
+        return iter(loader)
+    if hasattr(loader, "index_batches"):  # skip without building the skipped batches
+        return (loader.make(idx) for idx in loader.index_batches()[start:])
+    return itertools.islice(iter(loader), start, None)
+
+
 class Trainer:
     """Optimises ``backbone`` and the objectives' heads on the weighted sum of objective losses."""
 
     def __init__(self, backbone: nn.Module, objectives: dict[str, tuple[float, nn.Module]],
                  cfg: TrainConfig, out_dir: str | Path):
+        if cfg.nonfinite not in ("error", "skip"):
+            raise ConfigError(f"unknown train.nonfinite {cfg.nonfinite!r} (known: error, skip)")
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.dist, self.device = init_distributed(resolve_device(cfg.device))
         self.weights = {name: w for name, (w, _) in objectives.items()}
         self.model = nn.ModuleDict({
             "backbone": backbone,
             "objectives": nn.ModuleDict({name: obj for name, (_, obj) in objectives.items()}),
         }).to(self.device)
+        if self.dist.enabled:  # same start everywhere; then distinct noise streams per rank
+            broadcast_module(self.model)
+            if self.dist.rank > 0:
+                torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.amp_dtype = _autocast_dtype(cfg.precision, self.device, self.dist.is_main)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.out_dir = Path(out_dir)
-        self.step = 0
+        self.step = 0  # optimiser steps taken (skipped ones included)
+        self.epoch, self.pos = 0, 0  # epochs finished; batches done in the current epoch
+        self.skipped = 0  # steps skipped on a non-finite loss or gradient
+        self.history: list[dict] = []  # validation rows
+        self.extra: dict = {}  # job state saved with resume checkpoints (e.g. the best epoch)
 
     @property
     def backbone(self) -> nn.Module:
@@ -74,65 +125,161 @@ class Trainer:
             logs.update({f"{name}_{k}": v for k, v in obj_logs.items()})
         return total, logs
 
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     def train_step(self, batch) -> tuple[float, dict[str, float]]:
+        """One optimiser step on ``batch`` (this rank's share of the global batch).
+
+        Returns the global batch's mean loss (NaN for a skipped step) and the objectives' logs
+        (with ``molecules``, the global batch size, and ``grad_norm`` when clipping).
+        """
         self.model.train()
-        loss, logs = self.loss(batch)
-        if not torch.isfinite(loss):
-            ids = batch.ids[:8].tolist()
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step} on the batch "
-                                     f"with molecules {ids}{'...' if batch.num_graphs > 8 else ''}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.grad_clip is not None:
-            logs["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-        self.optimizer.step()
-        if self.ema is not None:
+        with self._autocast():
+            loss, logs = self.loss(batch)
+        loss = loss.float()
+        bad = not bool(torch.isfinite(loss))
+        if not bad:
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        n, bad_any, loss_sum = sync_gradients(self.params, batch.num_graphs, bad,
+                                              float(loss.detach()) * batch.num_graphs, self.dist)
+        what = "loss"
+        if not bad_any:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            clip = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
+            norm = float(nn.utils.clip_grad_norm_(self.params, clip))  # identical on all ranks
+            if self.cfg.grad_clip is not None:
+                logs["grad_norm"] = norm
+            bad_any = self.scaler is None and not torch.isfinite(torch.tensor(norm))
+            what = f"gradient (norm {norm})"
+        if bad_any:
+            self._nonfinite(batch, what, bad, float(loss.detach()))
+            loss_sum = float("nan")
+        elif self.scaler is not None:  # fp16: the scaler skips overflowing steps itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None and not bad_any:
             self.ema.update(self.model)
         self.scheduler.step()
         self.step += 1
-        return float(loss.detach()), logs
+        logs["molecules"] = n
+        return loss_sum / max(n, 1), logs
+
+    def _nonfinite(self, batch, what: str, bad_here: bool, loss: float) -> None:
+        """Raise naming the offending batches (every rank, same message), or count a skip."""
+        ids = batch.ids.tolist()
+        mine = f"molecules {ids[:8]}{'...' if len(ids) > 8 else ''}" if bad_here or "gradient" in what \
+            else None
+        where = [m for m in gather_objects(mine) if m]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.nonfinite == "error":
+            value = f" {loss}" if what == "loss" else ""
+            raise FloatingPointError(
+                f"non-finite {what}{value} at step {self.step} on the batch with "
+                f"{'; '.join(where)} (set train.nonfinite=skip to skip such steps, counted in log.csv)")
+        self.skipped += 1
+
+    def _steps_per_epoch(self, loader) -> list[int]:
+        counts = []
+        for e in range(self.cfg.epochs):
+            loader.set_epoch(e)
+            counts.append(len(loader))
+            if self.cfg.max_steps is not None and sum(counts) >= self.cfg.max_steps:
+                break
+        return counts
 
     def fit(self, loader, validate: Callable[[], dict[str, float]] | None = None,
             on_epoch_end: Callable[[int, dict], None] | None = None) -> list[dict]:
-        """Train for ``cfg.epochs`` (or ``cfg.max_steps``); returns the validation history."""
-        cfg = self.cfg
-        total = len(loader) * cfg.epochs
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
+        """Train for ``cfg.epochs`` (or ``cfg.max_steps``); returns the validation history.
+
+        Under data parallelism ``loader`` is the full training loader; each rank takes its share.
+        """
+        cfg, main = self.cfg, self.dist.is_main
+        if self.dist.enabled:
+            loader = ShardedLoader(loader, self.dist.rank, self.dist.world_size, train=True)
+        counts = self._steps_per_epoch(loader)
+        total = sum(counts) if cfg.max_steps is None else min(sum(counts), cfg.max_steps)
         self.scheduler = build_scheduler(self.optimizer, cfg, total)
-        log, vlog, history = CSVLog(self.out_dir / "log.csv"), CSVLog(self.out_dir / "valid.csv"), []
-        bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
-        epoch = 0
+        resume = resume_path(cfg.resume, self.out_dir)
+        if resume is not None:
+            load_resume(self, resume, counts[0])
+            if main:
+                print(f"resuming from {resume}: step {self.step}, epoch {self.epoch + 1}, "
+                      f"batch {self.pos}")
+        logs = self._open_logs(resumed=resume is not None)
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   mininterval=1.0, disable=not main)
         try:
-            while self.step < total:
-                loader.set_epoch(epoch)
-                for batch in loader:
+            while self.step < total or self.pos > 0:  # pos > 0: finish a resumed epoch's end
+                loader.set_epoch(self.epoch)
+                t0 = time.perf_counter()
+                for batch in iter_batches(loader, self.pos):
                     if self.step >= total:
                         break
-                    t0 = time.perf_counter()
-                    loss, logs = self.train_step(batch.to(self.device))
-                    dt = time.perf_counter() - t0
+                    loss, row = self.train_step(batch.to(self.device))
+                    t1 = time.perf_counter()
+                    dt, t0 = t1 - t0, t1  # wall time of the step, batch loading included
+                    self.pos += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if self.step % cfg.log_every == 0 or self.step == total:
-                        log.write({"step": self.step, "epoch": epoch, "loss": loss,
-                                   "lr": self.optimizer.param_groups[0]["lr"],
-                                   "molecules_per_s": batch.num_graphs / dt, **logs})
-                epoch += 1
-                if validate is not None:
-                    with self.averaged():
-                        metrics = validate()
-                    vlog.write({"step": self.step, "epoch": epoch, **metrics})
-                    history.append({"step": self.step, "epoch": epoch, **metrics})
-                    bar.write(f"epoch {epoch} step {self.step}: " +
-                              " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
-                    if hasattr(self.scheduler, "epoch_end"):  # plateau: lr cuts on validation
-                        self.scheduler.epoch_end(metrics)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, history[-1] if history else {})
+                    if main and (self.step % cfg.log_every == 0 or self.step == total):
+                        self._log_step(logs, loss, row, dt)
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        save_resume(self, counts[0])
+                        t0 = time.perf_counter()
+                self._epoch_end(validate, on_epoch_end, logs, bar)
+                save_resume(self, counts[0])
         finally:
             bar.close()
-            log.close()
-            vlog.close()
-        plot_learning_curve(self.out_dir)
-        return history
+            for log in logs.values():
+                log.close()
+        if main:
+            plot_learning_curve(self.out_dir)
+        return self.history
+
+    def _open_logs(self, resumed: bool) -> dict:
+        if not self.dist.is_main:
+            return {}
+        step, epoch = self.step, self.epoch
+        keep_train = (lambda r: float(r["step"]) <= step) if resumed else None
+        keep_valid = (lambda r: float(r["epoch"]) <= epoch) if resumed else None
+        logs = {"train": CSVLog(self.out_dir / "log.csv", keep_train),
+                "valid": CSVLog(self.out_dir / "valid.csv", keep_valid)}
+        if self.cfg.tensorboard:
+            logs["tb"] = TensorBoardLog(self.out_dir / "tb", purge_step=step if resumed else None)
+        return logs
+
+    def _log_step(self, logs: dict, loss: float, row: dict, dt: float) -> None:
+        n = row.pop("molecules")
+        out = {"step": self.step, "epoch": self.epoch, "loss": loss,
+               "lr": self.optimizer.param_groups[0]["lr"], "molecules_per_s": n / dt,
+               "skipped_steps": self.skipped, **row}
+        logs["train"].write(out)
+        if "tb" in logs:
+            logs["tb"].write("train", out, self.step)
+
+    def _epoch_end(self, validate, on_epoch_end, logs: dict, bar) -> None:
+        self.epoch += 1
+        self.pos = 0
+        if validate is not None:
+            with self.averaged():
+                metrics = validate()
+            row = {"step": self.step, "epoch": self.epoch, **metrics}
+            self.history.append(row)
+            if logs:
+                logs["valid"].write(row)
+                if "tb" in logs:
+                    logs["tb"].write("valid", row, self.step)
+            if self.dist.is_main:
+                bar.write(f"epoch {self.epoch} step {self.step}: " +
+                          " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+            if hasattr(self.scheduler, "epoch_end"):  # plateau: lr cuts on validation
+                self.scheduler.epoch_end(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(self.epoch, self.history[-1] if self.history else {})
