@@ -78,3 +78,9 @@ def test_cli_conformers_then_pretrain(tmp_path, capsys):
                  "train.threads=1", f"train.out={tmp_path / 'run'}"]) == 0
     assert (tmp_path / "run" / "pretrain.pt").is_file()
     assert main(["pretrain", "data.dataset=structures"]) == 2  # needs data.path
+
+
+def test_xtb_relaxation_moves_atoms():
+    (z, mmff, _), = conformers("O", k=1, seed=0)
+    (_, relaxed, _), = conformers("O", k=1, seed=0, xtb_steps=5)
+    assert z.tolist() == [8, 1, 1] and 1e-3 < np.abs(relaxed - mmff).max() < 0.2

@@ -134,3 +134,18 @@ def test_pretraining_split():
     assert len(s["train"]) == 95 and len(s["valid"]) == 5 and len(s["test"]) == 0
     assert sorted(np.concatenate([s["train"], s["valid"]]).tolist()) == list(range(100))
     assert len(pretraining_split(2, 0)["valid"]) == 1 and len(pretraining_split(1, 0)["train"]) == 1
+
+
+def test_geom_through_config_and_cli(tmp_path, capsys):
+    from denoise3d.build import load_data
+    from denoise3d.cli import main
+    from denoise3d.config import DataConfig
+
+    _geom_rdkit_folder(tmp_path / "rf")
+    ds, split = load_data(DataConfig(dataset="geom", path=str(tmp_path / "rf"), top_k=2,
+                                     cache_dir=str(tmp_path / "cache")))
+    assert len(ds) == 4 and len(split["train"]) == 3 and len(split["valid"]) == 1
+    assert main(["data", "build", str(tmp_path / "rf"), "--geom", "--top-k", "1",
+                 "--out", str(tmp_path / "built")]) == 0
+    assert "molecules 2" in capsys.readouterr().out
+    assert len(load_structures(tmp_path / "built")) == 2

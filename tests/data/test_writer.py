@@ -137,3 +137,17 @@ def test_killed_streaming_build_never_trusted(tmp_path):
     assert calls == [1] and manifest["counts"]["molecules"] == 30 and not leftovers[0].exists()
     stream_or_open(tmp_path / "c", SOURCE, fill, verbose=False)  # reused, not rebuilt
     assert calls == [1]
+
+
+def test_release_pages_keeps_batches_equal(tmp_path):
+    """Dropping mapped pages (BatchLoader.release_every) never changes what is read."""
+    from denoise3d.data.dataset import BatchLoader
+
+    with CacheWriter(tmp_path / "c", SOURCE, chunk_atoms=500) as w:
+        for z, pos in chains(100):
+            w.add(z, pos)
+    ds = MolecularDataset.from_manifest(*open_cache(tmp_path / "c"))
+    a = list(BatchLoader(ds, batch_size=8, shuffle=True, release_every=1))
+    b = list(BatchLoader(ds, batch_size=8, shuffle=True, release_every=0))
+    for x, y in zip(a, b):
+        assert (x.pos == y.pos).all() and (x.edge_type == y.edge_type).all()

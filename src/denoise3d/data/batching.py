@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from denoise3d.data.batch import Batch
+from denoise3d.data.dataset import make_batch
 
 __all__ = ["pack_batches", "DynamicBatchLoader"]
 
@@ -98,7 +99,7 @@ class DynamicBatchLoader:
         return self._cache[1]
 
     def make(self, idx: np.ndarray) -> Batch:
-        return self.dataset.batch(idx, self.targets)
+        return make_batch(self, idx)  # also releases mapped pages every 16 batches
 
     def __len__(self) -> int:
         return len(self.index_batches())

@@ -232,16 +232,23 @@ class BatchLoader:
         return [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
 
     def make(self, idx: np.ndarray) -> Batch:
-        """The Batch of molecules ``idx`` (with this loader's targets)."""
-        return self.dataset.batch(idx, self.targets)
+        """The Batch of molecules ``idx`` (with this loader's targets); every ``release_every``
+        batches the dataset's mapped pages are released (bounded RSS, whichever loader wraps this)."""
+        return make_batch(self, idx)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self.order()
-        for k in range(len(self)):
-            if self.release_every and k and k % self.release_every == 0:
-                self.dataset.release_pages()
-            yield self.dataset.batch(order[k * self.batch_size:(k + 1) * self.batch_size],
-                                     self.targets)
+        for idx in self.index_batches():
+            yield self.make(idx)
+
+
+def make_batch(loader, idx: np.ndarray) -> Batch:
+    """``loader.dataset.batch(idx, loader.targets)``, releasing mapped pages every
+    ``loader.release_every`` batches (see :meth:`MolecularDataset.release_pages`)."""
+    loader._made = getattr(loader, "_made", 0) + 1
+    every = getattr(loader, "release_every", 16)
+    if every and loader._made % every == 0:
+        loader.dataset.release_pages()
+    return loader.dataset.batch(idx, loader.targets)
 
 
 def _qm9_source(xyz_dir: str | Path | None) -> tuple[str, dict, list[Path]]:

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from denoise3d.data.batch import N_EDGE_TYPES
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.ops import scatter_sum
+from denoise3d.models.ops import scatter_sum, silu
 
 __all__ = ["EGNN", "EGNNLayer", "squared_distances"]
 
@@ -100,8 +100,11 @@ class EGNNLayer(nn.Module):
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                 d2: torch.Tensor, factorised: bool = True) -> torch.Tensor:
         """Updated node features (n_atoms, H) from h (n, H), edges (2, E), types (E,), d² (E, 1)."""
-        first = self.edge_input if factorised else self.edge_input_reference
-        m = self.edge_mlp[1:](first(h, edge_index, edge_type, d2))  # (E, H)
+        if factorised:
+            a = self.edge_input(h, edge_index, edge_type, d2)  # (E, H)
+            m = silu(self.edge_mlp[2](silu(a)))  # (E, H)
+        else:
+            m = self.edge_mlp[1:](self.edge_input_reference(h, edge_index, edge_type, d2))
         m = m * torch.sigmoid(self.gate(m))  # (E, H)
         agg = scatter_sum(m, edge_index[0], h.shape[0])  # (n, H)
         return h + self.node_mlp(torch.cat([h, agg], dim=1))  # (n, H)
@@ -124,12 +127,18 @@ class EGNN(nn.Module):
         self.embedding = nn.Embedding(max_z + 1, hidden)
         self.layers = nn.ModuleList(EGNNLayer(hidden, n_edge_types) for _ in range(layers))
 
-    def forward(self, batch) -> tuple[torch.Tensor, None]:
+    #: ``forward(batch, d2=...)`` takes the edges' squared distances as its only geometric input,
+    #: so :func:`~denoise3d.models.heads.energy_and_forces` can differentiate w.r.t. ``d2``
+    distance_input = True
+
+    def forward(self, batch, d2: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        """``(s, None)``; ``d2`` (n_edges, 1) replaces :func:`squared_distances` of ``batch.pos``."""
         if batch.edge_type.numel() and int(batch.edge_type.max()) >= self.n_edge_types:
             # the factorised lookup would silently read another atom's row, so fail loudly
             raise ValueError(f"edge_type {int(batch.edge_type.max())} out of range for "
                              f"n_edge_types={self.n_edge_types}")
-        d2 = squared_distances(batch.pos, batch.edge_index)  # (E, 1), Å²
+        if d2 is None:
+            d2 = squared_distances(batch.pos, batch.edge_index)  # (E, 1), Å²
         h = self.embedding(batch.z)  # (n, H)
         for layer in self.layers:
             h = layer(h, batch.edge_index, batch.edge_type, d2, self.factorised)  # (n, H)

@@ -81,12 +81,55 @@ def energy_and_forces(backbone: nn.Module, head: EnergyHead, batch, create_graph
 
     Also returns the node features ``s`` of the same forward pass. ``create_graph=True`` keeps the
     graph of the gradient so a loss on F can be trained (double backward).
+
+    A backbone whose only geometric input is the edges' squared distances (``distance_input``,
+    e.g. EGNN: ``backbone(batch, d2=...)``) with a plain :class:`EnergyHead` takes
+    :func:`forces_from_squared_distances`; others, or positions that already require grad,
+    differentiate w.r.t. positions (:func:`forces_by_position_grad`). Same maths.
     """
+    if (getattr(backbone, "distance_input", False) and type(head) is EnergyHead
+            and not batch.pos.requires_grad):
+        return forces_from_squared_distances(backbone, head, batch, create_graph)
+    return forces_by_position_grad(backbone, head, batch, create_graph)
+
+
+def forces_by_position_grad(backbone: nn.Module, head: EnergyHead, batch,
+                            create_graph: bool = False):
+    """:func:`energy_and_forces` for any backbone: ``F = −∂E/∂pos`` by autograd."""
     pos = batch.pos if batch.pos.requires_grad else batch.pos.detach().requires_grad_(True)
     b = batch.replace(pos=pos)
     s, _ = backbone(b)
     energy = head(s, b)
     (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
+    return energy, -grad, s
+
+
+def forces_from_squared_distances(backbone: nn.Module, head: EnergyHead, batch,
+                                  create_graph: bool = False):
+    """:func:`energy_and_forces` for a backbone that reads geometry only as ``d²_ij`` per edge.
+
+    ``E`` depends on positions only through ``d²_ij = ‖x_i − x_j‖²`` (i = ``edge_index[0]``), so
+    with ``g_ij = ∂E/∂d²_ij`` (autograd w.r.t. the (n_edges, 1) tensor ``d²``, a leaf here)::
+
+        ∂E/∂x_k = Σ_{(k, j)} 2 g_kj (x_k − x_j) − Σ_{(i, k)} 2 g_ik (x_i − x_k)
+
+    (both directions are separate edges with their own ``g``; ``E`` need not be symmetric in
+    them). The differences are constants, so the graph the double backward traverses is the
+    network's graph down to ``d²`` plus one product and two scatters per force, instead of also the
+    per-edge gather, difference and square of the positions.
+    """
+    i, j = batch.edge_index
+    pos = batch.pos.detach()
+    diff = pos.index_select(0, i) - pos.index_select(0, j)  # (E, 3), as squared_distances
+    d2 = diff.square().sum(dim=1, keepdim=True).requires_grad_(True)  # (E, 1), Å²
+    s, _ = backbone(batch, d2=d2)
+    energy = head(s, batch)
+    (g,) = torch.autograd.grad(energy.sum(), d2, create_graph=create_graph, allow_unused=True)
+    if g is None:  # no edges: E does not depend on positions
+        g = torch.zeros_like(d2)
+    w = (2.0 * g) * diff  # (E, 3): ∂E/∂x_i through edge (i, j); −w for x_j
+    n = pos.shape[0]
+    grad = scatter_sum(w, i, n) - scatter_sum(w, j, n)  # (n_atoms, 3)
     return energy, -grad, s
 
 
