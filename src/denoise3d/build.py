@@ -168,3 +168,13 @@ def backbone_from_checkpoint(ckpt: dict, cfg: ModelConfig, path) -> torch.nn.Mod
     backbone = make_backbone(cfg)
     load_state(backbone, saved["state"], "backbone", path)
     return backbone
+
+
+def finetune_backbone(cfg: Config) -> torch.nn.Module:
+    """The backbone a fine-tuning run starts from: ``finetune.init``'s weights, or a fresh one."""
+    if not cfg.finetune.init:
+        return make_backbone(cfg.model)
+    from denoise3d.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.finetune.init, kind="pretrain")
+    return backbone_from_checkpoint(ckpt, cfg.model, cfg.finetune.init)

@@ -55,11 +55,7 @@ def _loader(ds, idx, batch_size, shuffle, seed=0):
 def finetune_energy_force(cfg: Config) -> dict:
     """Fine-tune a force field on one trajectory; returns the test metrics (also metrics.json)."""
     build.seed_everything(cfg.train.seed, cfg.train.threads)
-    if cfg.finetune.init:
-        ckpt = load_checkpoint(cfg.finetune.init, kind="pretrain")
-        backbone = build.backbone_from_checkpoint(ckpt, cfg.model, cfg.finetune.init)
-    else:
-        backbone = build.make_backbone(cfg.model)
+    backbone = build.finetune_backbone(cfg)
     ds, split = build.load_data(cfg.data)
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -120,11 +120,7 @@ def finetune(cfg: Config) -> dict:
         raise ConfigError(f"unknown finetune.task {cfg.finetune.task!r} (known: property, energy_force)")
     build.seed_everything(cfg.train.seed, cfg.train.threads)
     info = _target_info(cfg.finetune.target)
-    if cfg.finetune.init:
-        ckpt = load_checkpoint(cfg.finetune.init, kind="pretrain")
-        backbone = build.backbone_from_checkpoint(ckpt, cfg.model, cfg.finetune.init)
-    else:
-        backbone = build.make_backbone(cfg.model)
+    backbone = build.finetune_backbone(cfg)
     ds, split = build.load_data(cfg.data)
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
