@@ -31,7 +31,7 @@ def test_batch_equals_collate(qm9, rng, indices):
     batch = qm9.batch(indices)
     assert_batches_equal(batch, collate([qm9.molecule(i) for i in indices]))
     assert batch.ids.tolist() == list(map(int, indices))
-    assert batch.targets["homo"].dtype == torch.float32 and batch.targets["homo"].shape == (len(indices),)
+    assert batch.targets["homo"].dtype == torch.float64 and batch.targets["homo"].shape == (len(indices),)
 
 
 def test_batch_equals_collate_with_bonds_from_coordinates(qm9):
@@ -43,7 +43,7 @@ def test_batch_equals_collate_with_bonds_from_coordinates(qm9):
 def test_batch_target_subset(qm9):
     b = qm9.batch([5, 7], targets=["gap", "mu"])
     assert list(b.targets) == ["gap", "mu"]
-    np.testing.assert_array_equal(b.targets["gap"].numpy(), qm9.target("gap")[[5, 7]].astype(np.float32))
+    np.testing.assert_array_equal(b.targets["gap"].numpy(), qm9.target("gap")[[5, 7]])
     with pytest.raises(ValueError, match="unknown target 'GAP'"):
         qm9.batch([5], targets=["GAP"])
     with pytest.raises(IndexError, match="out of range"):
@@ -98,3 +98,11 @@ def test_loader(qm9):
 def test_repr_and_target_column(qm9):
     assert "130,831 molecules" in repr(qm9)
     assert qm9.target("u0").shape == (130_831,) and qm9.targets.shape == (130_831, 12)
+
+
+def test_total_energies_keep_float64_precision(qm9):
+    """U0 (~ -10⁴ eV) reaches the loss unrounded: float32 would move it by up to ~1 meV."""
+    idx = [0, 1000, 50000]
+    u0 = qm9.batch(idx).targets["u0"]
+    assert u0.dtype == torch.float64
+    assert torch.equal(u0, torch.as_tensor(qm9.target("u0")[idx]))

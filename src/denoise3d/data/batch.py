@@ -126,7 +126,8 @@ def collate(mols: Sequence[Molecule]) -> Batch:
     for key in mols[0].targets if mols else ():
         vals = [np.asarray(m.targets[key]) for m in mols]
         arr = np.concatenate(vals) if key in PER_ATOM_TARGETS else np.stack(vals)
-        targets[key] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        dtype = np.float32 if key in PER_ATOM_TARGETS else np.float64  # as MolecularDataset.batch
+        targets[key] = torch.from_numpy(np.asarray(arr, dtype=dtype))
     return Batch(
         z=z, pos=pos,
         batch=torch.repeat_interleave(torch.arange(len(mols)), natoms),

@@ -141,8 +141,8 @@ class MolecularDataset:
               targets: Sequence[str] | None = None) -> Batch:
         """Batch of molecules ``indices`` (fully connected, hop edge types), vectorised.
 
-        ``targets``: names to include (default all), each a (n_graphs,) float32 tensor, or
-        ``forces`` (n_atoms, 3) float32. ``ids`` are the dataset indices.
+        ``targets``: names to include (default all), each a (n_graphs,) float64 tensor (total
+        energies need float64: ~1 meV steps in float32 at 10⁴ eV), or ``forces`` (n_atoms, 3) float32. ``ids`` are the dataset indices.
         """
         idx = self._check(indices)
         nat = self.natoms[idx]  # (g,)
@@ -154,7 +154,7 @@ class MolecularDataset:
         per_atom = [k for k in names if k in self.atom_target_names]
         names = [k for k in names if k not in per_atom]
         cols = [self._column(k) for k in names]
-        values = np.asarray(self.targets[idx][:, cols], dtype=np.float32)  # (g, len(names))
+        values = np.asarray(self.targets[idx][:, cols], dtype=np.float64)  # (g, len(names))
         out = {k: torch.from_numpy(values[:, c].copy()) for c, k in enumerate(names)}
         out.update({k: torch.from_numpy(np.asarray(self.arrays[k][atoms], dtype=np.float32))
                     for k in per_atom})  # (n_atoms, 3)

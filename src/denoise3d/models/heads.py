@@ -52,28 +52,31 @@ class PropertyHead(nn.Module):
     """Graph property ``y = std * MLP(Σ_i s_i) + mean + Σ_i atomref[z_i]`` in internal units.
 
     ``mean``/``std`` are statistics of ``y - Σ atomref`` on the *training* split; they are buffers,
-    so they travel with the checkpoint.
+    so they travel with the checkpoint. The output is float64: total energies such as QM9's U0
+    (~ -10⁴ eV) would lose ~1 meV to float32 rounding; the network itself runs in its own dtype.
     """
 
     def __init__(self, hidden: int, mean: float = 0.0, std: float = 1.0,
                  atomref: torch.Tensor | None = None):
         super().__init__()
         self.mlp = mlp(hidden, hidden, 1)
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
-        ref = torch.zeros(MAX_Z + 1) if atomref is None else torch.as_tensor(atomref, dtype=torch.float32)
-        self.register_buffer("atomref", ref)
+        self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))
+        self.register_buffer("std", torch.tensor(float(std), dtype=torch.float64))
+        ref = torch.zeros(MAX_Z + 1) if atomref is None else torch.as_tensor(atomref)
+        self.register_buffer("atomref", ref.to(torch.float64))
 
     def baseline(self, batch) -> torch.Tensor:
-        """Σ_i atomref[z_i] per molecule, (n_graphs,)."""
-        return scatter_sum(self.atomref.to(batch.pos.dtype)[batch.z], batch.batch, batch.num_graphs)
+        """Σ_i atomref[z_i] per molecule, (n_graphs,) float64."""
+        return scatter_sum(self.atomref.double()[batch.z], batch.batch, batch.num_graphs)
 
     def standardised(self, s: torch.Tensor, batch) -> torch.Tensor:
         """The raw (standardised) output, (n_graphs,)."""
         return self.mlp(graph_embedding(s, batch)).squeeze(-1)
 
     def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
-        return self.standardised(s, batch) * self.std + self.mean + self.baseline(batch)
+        """The property in internal units, (n_graphs,) float64."""
+        out = self.standardised(s, batch).double()
+        return out * self.std.double() + self.mean.double() + self.baseline(batch)
 
 
 def energy_and_forces(backbone: nn.Module, head: EnergyHead, batch, create_graph: bool = False):

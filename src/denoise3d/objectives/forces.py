@@ -33,12 +33,13 @@ class EnergyForceRegression(nn.Module):
             raise ValueError(f"energy std must be > 0, got {std}")
         self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)
         self.head = EnergyHead(hidden)
-        self.register_buffer("mean", torch.tensor(float(mean)))  # eV
-        self.register_buffer("std", torch.tensor(float(std)))  # eV
+        self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))  # eV
+        self.register_buffer("std", torch.tensor(float(std), dtype=torch.float64))  # eV
 
     def energy(self, s: torch.Tensor, batch) -> torch.Tensor:
-        """E in eV from node features, (n_graphs,)."""
-        return self.head(s, batch) * self.std + self.mean
+        """E in eV from node features, (n_graphs,) float64 (total energies such as MD17's
+        aspirin, -17,600 eV, would lose ~1 meV to float32 rounding)."""
+        return self.head(s, batch).double() * self.std.double() + self.mean.double()
 
     def predict(self, backbone: nn.Module, batch, create_graph: bool = False):
         """(E (n_graphs,) eV, F (n_atoms, 3) eV/Å); works under ``no_grad`` too (autograd for F
