@@ -84,6 +84,7 @@ class FinetuneConfig:
     noisy_nodes_weight: float = 0.0  # 0 = off; 0.01 in the Zaidi fine-tuning recipe
     noisy_nodes_sigma: float = 0.05  # Å
     noisy_nodes_vector: str = "direct"  # direct (vector head) | gradient (−∇E of an energy head)
+    readout: str = "sum"  # property head's graph readout: sum | mean (Zaidi's GNS-TAT decoder)
 
 
 @dataclass

@@ -98,13 +98,13 @@ def _property_objective(cfg: Config, ds, train_idx) -> PropertyRegression:
     y = np.asarray(ds.targets[train_idx, col], dtype=np.float64) - ds.per_molecule_sum(ref, train_idx)
     std = float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0
     return PropertyRegression(cfg.model.hidden, cfg.finetune.target, float(y.mean()), std,
-                              torch.as_tensor(ref, dtype=torch.float32), **_noisy_nodes(cfg))
+                              torch.as_tensor(ref, dtype=torch.float32), **_property_options(cfg))
 
 
-def _noisy_nodes(cfg: Config) -> dict:
+def _property_options(cfg: Config) -> dict:
     f = cfg.finetune
     return {"noisy_nodes_sigma": f.noisy_nodes_sigma, "noisy_nodes_weight": f.noisy_nodes_weight,
-            "noisy_nodes_vector": f.noisy_nodes_vector}
+            "noisy_nodes_vector": f.noisy_nodes_vector, "readout": f.readout}
 
 
 def finetune(cfg: Config) -> dict:
@@ -185,7 +185,7 @@ def evaluate(path: str, split_name: str = "test", overrides: list[str] = ()) -> 
     backbone = build.backbone_from_checkpoint(ckpt, cfg.model, path)
     target = ckpt["objectives"]["property"]["params"]["target"]
     info = _target_info(target)
-    objective = PropertyRegression(cfg.model.hidden, target, **_noisy_nodes(cfg))
+    objective = PropertyRegression(cfg.model.hidden, target, **_property_options(cfg))
     load_state(objective, ckpt["objectives"]["property"]["state"], "property head", path)
     ds, split = build.load_data(cfg.data)
     device = resolve_device(cfg.train.device)

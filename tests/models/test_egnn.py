@@ -113,7 +113,7 @@ def test_build_backbone():
 def test_forces_from_squared_distances_equal_position_autograd():
     """F = −Σ 2 (∂E/∂d²_ij)(x_i − x_j) (both directions) == −∂E/∂pos by autograd, float64: energies,
     features, forces and the double-backward parameter gradients of a force loss."""
-    from denoise3d.models.heads import forces_by_position_grad, forces_from_squared_distances
+    from denoise3d.models.heads import forces_from_squared_distances
 
     torch.manual_seed(0)
     model, head = EGNN(hidden=32, layers=3).double(), EnergyHead(32).double()
@@ -127,20 +127,15 @@ def test_forces_from_squared_distances_equal_position_autograd():
         grads = [p.grad.clone() for p in [*model.parameters(), *head.parameters()]]
         return [energy.detach(), forces.detach(), s.detach(), *grads]
 
-    fast, reference = run(forces_from_squared_distances), run(forces_by_position_grad)
+    fast, reference = run(forces_from_squared_distances), run(energy_and_forces)
     assert fast[1].abs().max() > 1e-3
     for a, b in zip(fast, reference):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-    # energy_and_forces picks the d² path for EGNN + EnergyHead, and the generic one when the
-    # positions already require grad; without create_graph the forces are detached
-    energy, forces, _ = energy_and_forces(model, head, batch)
+    _, forces, _ = forces_from_squared_distances(model, head, batch)  # no create_graph: detached
     assert not forces.requires_grad
     torch.testing.assert_close(forces, reference[1], rtol=1e-10, atol=1e-10)
-    pos = batch.pos.clone().requires_grad_(True)
-    _, forces, _ = energy_and_forces(model, head, batch.replace(pos=pos), create_graph=True)
-    (hvp,) = torch.autograd.grad(forces.sum(), pos)  # second derivative w.r.t. positions
-    assert torch.isfinite(hvp).all()
-    torch.testing.assert_close(forces.detach(), reference[1], rtol=1e-10, atol=1e-10)
+    with pytest.raises(TypeError, match="distance_input"):
+        forces_from_squared_distances(build_backbone("schnet", hidden=8), EnergyHead(8), batch)
 
 
 def test_forces_from_squared_distances_without_edges():
@@ -148,5 +143,7 @@ def test_forces_from_squared_distances_without_edges():
     model, head = EGNN(hidden=8, layers=2).double(), EnergyHead(8).double()
     lone = Molecule(z=np.array([8]), pos=np.zeros((1, 3)))
     batch = molecule_batch([lone])
-    energy, forces, _ = energy_and_forces(model, head, batch, create_graph=True)
+    from denoise3d.models.heads import forces_from_squared_distances
+
+    energy, forces, _ = forces_from_squared_distances(model, head, batch, create_graph=True)
     assert forces.shape == (1, 3) and (forces == 0).all() and torch.isfinite(energy).all()

@@ -58,3 +58,22 @@ def test_energy_and_forces_double_backward_reaches_all_parameters():
                if p.grad is None or p.grad.abs().max() == 0]
     # the head's last bias shifts E by a constant: no force depends on it
     assert no_grad == ["mlp.2.bias"], no_grad
+
+
+def test_property_head_mean_readout():
+    """``readout="mean"`` (GNS-TAT's decoder aggregation) averages node features per molecule."""
+    import numpy as np
+    import pytest
+
+    from denoise3d.data.batch import Molecule, collate
+    from denoise3d.models.heads import PropertyHead, graph_embedding
+
+    mols = [Molecule(z=np.array([6, 1]), pos=np.zeros((2, 3)) + [[0, 0, 0], [1.1, 0, 0]]),
+            Molecule(z=np.array([8, 1, 1]), pos=np.array([[0, 0, 0], [0.96, 0, 0], [0, 0.96, 0]]))]
+    batch = collate(mols)
+    s = torch.arange(10.0).reshape(5, 2)
+    assert torch.equal(graph_embedding(s, batch, "mean"), torch.stack([s[:2].mean(0), s[2:].mean(0)]))
+    head = PropertyHead(2, readout="mean")
+    assert torch.allclose(head.standardised(s, batch), head.mlp(graph_embedding(s, batch, "mean")).squeeze(-1))
+    with pytest.raises(ValueError, match="unknown readout 'max'"):
+        PropertyHead(2, readout="max")

@@ -24,6 +24,13 @@ one ``(n_edges × (2H+5)) · (2H+5 × H)`` matmul on a concatenation that must b
 (``factorised=False``) as the reference the tests compare to; both read the same
 ``edge_mlp.0`` parameters, so state dicts are identical.
 
+**Twice-differentiable SiLU.** The two SiLUs of φ_e on the (n_edges, H) messages use
+:func:`denoise3d.models.ops.silu` (same values and derivatives as ``F.silu``): forces need the
+first backward with ``create_graph`` and training differentiates it again, and torch's own SiLU
+records a five-node composite there; ours is one fused kernel with an explicit second derivative
+(issue 8: ×1.1–1.2 on the 3D-EMGP pretraining step, see ``benchmarks/RESULTS.md``). The
+reference path keeps ``nn.SiLU``.
+
 **Large distances.** ``d²`` enters raw, as in the paper and its code; with σ = 10 Å noise,
 ``d²`` reaches ~10⁴ Å² and node features grow roughly linearly with it (SiLU is linear for large
 inputs, the gate saturates at 0 or 1): at initialisation max|s| ≈ 3 on clean QM9 molecules,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.ops import safe_norm, scatter_sum
+from denoise3d.models.ops import safe_norm, scatter_mean, scatter_sum
 
 VECTOR_MODES = ("direct", "gradient")  # how objectives turn a backbone into per-atom vectors
 
@@ -21,8 +21,14 @@ def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out))
 
 
-def graph_embedding(s: torch.Tensor, batch) -> torch.Tensor:
-    """Sum-pooled graph embedding u = Σ_i s_i, (n_graphs, F)."""
+READOUTS = ("sum", "mean")
+
+
+def graph_embedding(s: torch.Tensor, batch, readout: str = "sum") -> torch.Tensor:
+    """Pooled graph embedding u = Σ_i s_i (``sum``, 3D-EMGP Eq. 2) or its mean over atoms
+    (``mean``, the decoder aggregation of Zaidi et al.'s GNS-TAT), (n_graphs, F)."""
+    if readout == "mean":
+        return scatter_mean(s, batch.batch, batch.num_graphs)
     return scatter_sum(s, batch.batch, batch.num_graphs)
 
 
@@ -57,8 +63,11 @@ class PropertyHead(nn.Module):
     """
 
     def __init__(self, hidden: int, mean: float = 0.0, std: float = 1.0,
-                 atomref: torch.Tensor | None = None):
+                 atomref: torch.Tensor | None = None, readout: str = "sum"):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r} (known: {', '.join(READOUTS)})")
+        self.readout = readout
         self.mlp = mlp(hidden, hidden, 1)
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float64))
@@ -71,7 +80,7 @@ class PropertyHead(nn.Module):
 
     def standardised(self, s: torch.Tensor, batch) -> torch.Tensor:
         """The raw (standardised) output, (n_graphs,)."""
-        return self.mlp(graph_embedding(s, batch)).squeeze(-1)
+        return self.mlp(graph_embedding(s, batch, self.readout)).squeeze(-1)
 
     def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
         """The property in internal units, (n_graphs,) float64."""
@@ -83,22 +92,10 @@ def energy_and_forces(backbone: nn.Module, head: EnergyHead, batch, create_graph
     """Energy (n_graphs,) and conservative forces ``F = -∂E/∂pos`` (n_atoms, 3).
 
     Also returns the node features ``s`` of the same forward pass. ``create_graph=True`` keeps the
-    graph of the gradient so a loss on F can be trained (double backward).
-
-    A backbone whose only geometric input is the edges' squared distances (``distance_input``,
-    e.g. EGNN: ``backbone(batch, d2=...)``) with a plain :class:`EnergyHead` takes
-    :func:`forces_from_squared_distances`; others, or positions that already require grad,
-    differentiate w.r.t. positions (:func:`forces_by_position_grad`). Same maths.
+    graph of the gradient so a loss on F can be trained (double backward). Works for every
+    backbone (autograd w.r.t. positions); :func:`forces_from_squared_distances` is the same maths
+    for distance-input backbones (EGNN), measured no faster (issue 8, ``benchmarks/RESULTS.md``).
     """
-    if (getattr(backbone, "distance_input", False) and type(head) is EnergyHead
-            and not batch.pos.requires_grad):
-        return forces_from_squared_distances(backbone, head, batch, create_graph)
-    return forces_by_position_grad(backbone, head, batch, create_graph)
-
-
-def forces_by_position_grad(backbone: nn.Module, head: EnergyHead, batch,
-                            create_graph: bool = False):
-    """:func:`energy_and_forces` for any backbone: ``F = −∂E/∂pos`` by autograd."""
     pos = batch.pos if batch.pos.requires_grad else batch.pos.detach().requires_grad_(True)
     b = batch.replace(pos=pos)
     s, _ = backbone(b)
@@ -119,8 +116,15 @@ def forces_from_squared_distances(backbone: nn.Module, head: EnergyHead, batch,
     (both directions are separate edges with their own ``g``; ``E`` need not be symmetric in
     them). The differences are constants, so the graph the double backward traverses is the
     network's graph down to ``d²`` plus one product and two scatters per force, instead of also the
-    per-edge gather, difference and square of the positions.
+    per-edge gather, difference and square of the positions. Forces are not differentiable
+    w.r.t. positions here (use :func:`energy_and_forces` for that). Measured on the issue-8
+    pretraining step it is not faster than :func:`energy_and_forces` (×0.95–1.0), so nothing
+    uses it by default; it is kept, tested, as the exact alternative.
     """
+    if not getattr(backbone, "distance_input", False) or type(head) is not EnergyHead:
+        raise TypeError(f"forces_from_squared_distances needs a backbone with distance_input "
+                        f"(forward(batch, d2=...)) and a plain EnergyHead, got "
+                        f"{type(backbone).__name__}, {type(head).__name__}")
     i, j = batch.edge_index
     pos = batch.pos.detach()
     diff = pos.index_select(0, i) - pos.index_select(0, j)  # (E, 3), as squared_distances

@@ -30,7 +30,8 @@ class PropertyRegression(nn.Module):
 
     def __init__(self, hidden: int, target: str, mean: float = 0.0, std: float = 1.0,
                  atomref: torch.Tensor | None = None, noisy_nodes_sigma: float = 0.05,
-                 noisy_nodes_weight: float = 0.0, noisy_nodes_vector: str = "direct"):
+                 noisy_nodes_weight: float = 0.0, noisy_nodes_vector: str = "direct",
+                 readout: str = "sum"):
         super().__init__()
         if noisy_nodes_weight < 0 or (noisy_nodes_weight > 0 and noisy_nodes_sigma <= 0):
             raise ValueError(f"need noisy_nodes_weight >= 0 and, when on, noisy_nodes_sigma > 0; "
@@ -39,7 +40,7 @@ class PropertyRegression(nn.Module):
             raise ValueError(f"noisy_nodes_vector must be one of {VECTOR_MODES}, "
                              f"got {noisy_nodes_vector!r}")
         self.target = target
-        self.head = PropertyHead(hidden, mean, std, atomref)
+        self.head = PropertyHead(hidden, mean, std, atomref, readout)
         self.noisy_nodes_sigma = float(noisy_nodes_sigma)
         self.noisy_nodes_weight = float(noisy_nodes_weight)
         self.noise_head = vector_head(hidden, noisy_nodes_vector) if noisy_nodes_weight > 0 else None
