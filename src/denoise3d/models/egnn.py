@@ -28,7 +28,7 @@ one ``(n_edges × (2H+5)) · (2H+5 × H)`` matmul on a concatenation that must b
 :func:`denoise3d.models.ops.silu` (same values and derivatives as ``F.silu``): forces need the
 first backward with ``create_graph`` and training differentiates it again, and torch's own SiLU
 records a five-node composite there; ours is one fused kernel with an explicit second derivative
-(issue 8: ×1.1–1.2 on the 3D-EMGP pretraining step, see ``benchmarks/RESULTS.md``). The
+(issue 8: ×1.09–1.24 on the 3D-EMGP pretraining step, see ``benchmarks/RESULTS.md``). The
 reference path keeps ``nn.SiLU``.
 
 **Large distances.** ``d²`` enters raw, as in the paper and its code; with σ = 10 Å noise,
@@ -135,7 +135,8 @@ class EGNN(nn.Module):
         self.layers = nn.ModuleList(EGNNLayer(hidden, n_edge_types) for _ in range(layers))
 
     #: ``forward(batch, d2=...)`` takes the edges' squared distances as its only geometric input,
-    #: so :func:`~denoise3d.models.heads.energy_and_forces` can differentiate w.r.t. ``d2``
+    #: so :func:`~denoise3d.models.heads.forces_from_squared_distances` can differentiate
+    #: w.r.t. ``d2``
     distance_input = True
 
     def forward(self, batch, d2: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:

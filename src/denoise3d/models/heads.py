@@ -118,7 +118,7 @@ def forces_from_squared_distances(backbone: nn.Module, head: EnergyHead, batch,
     network's graph down to ``d²`` plus one product and two scatters per force, instead of also the
     per-edge gather, difference and square of the positions. Forces are not differentiable
     w.r.t. positions here (use :func:`energy_and_forces` for that). Measured on the issue-8
-    pretraining step it is not faster than :func:`energy_and_forces` (×0.95–1.0), so nothing
+    pretraining step it is not faster than :func:`energy_and_forces` (×0.92–1.01), so nothing
     uses it by default; it is kept, tested, as the exact alternative.
     """
     if not getattr(backbone, "distance_input", False) or type(head) is not EnergyHead:
