@@ -9,10 +9,6 @@ QM9 training-split molecules, 2 CPU threads. Prints the median molecules/s over 
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (see denoise3d/cli.py)
-
 import argparse
 import statistics
 import time

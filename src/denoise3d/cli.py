@@ -7,19 +7,13 @@ print one line and exit with status 2; set DENOISE3D_DEBUG=1 for the full traceb
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
+from pathlib import Path
 
-# Before torch starts its OpenMP pool: idle threads sleep instead of spinning. With spinning
-# threads, any other process on a small machine slowed training steps 3-10x (2 cores, measured:
-# 1326 ms -> 380 ms per step under load). Set OMP_WAIT_POLICY=ACTIVE yourself to opt out.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from denoise3d.config import ConfigError, load_config  # noqa: E402
+from denoise3d.config import ConfigError, load_config
 
 
 def _config_and_overrides(args) -> tuple[str | None, list[str]]:
