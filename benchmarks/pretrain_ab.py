@@ -34,9 +34,8 @@ from torch.nn import functional as F
 
 import denoise3d.models.egnn as egnn_module
 import denoise3d.objectives.emgp as emgp_module
-from denoise3d.build import load_data, make_backbone, make_objectives, seed_everything
-from denoise3d.config import load_config
-from denoise3d.data.dataset import BatchLoader
+from common import add_model_arguments, pretraining_data
+from denoise3d.build import make_backbone, make_objectives
 from denoise3d.models import ops
 from denoise3d.models.heads import energy_and_forces, forces_from_squared_distances
 
@@ -58,17 +57,10 @@ VARIANTS = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=7)
+    add_model_arguments(p)
     args = p.parse_args()
-    seed_everything(0, args.threads)
-    cfg = load_config(None, [f"model.hidden={args.hidden}", f"model.layers={args.layers}",
-                             f"data.batch_size={args.batch}", "train.out=/tmp/denoise3d-bench"])
-    ds, split = load_data(cfg.data)
-    batch = next(iter(BatchLoader(ds, split["train"], batch_size=args.batch, shuffle=True,
-                                  seed=0, drop_last=True)))
+    cfg, loader = pretraining_data(args)
+    batch = next(iter(loader))
     backbone = make_backbone(cfg.model)
     objectives = make_objectives(cfg)
     params = [q for m in [backbone, *(o for _, o in objectives.values())] for q in m.parameters()]

@@ -27,10 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from denoise3d.build import load_data, make_backbone, make_objectives, seed_everything
-from denoise3d.config import load_config
-from denoise3d.data.dataset import BatchLoader
-from denoise3d.train.loop import Trainer
+from common import add_model_arguments, pretraining_data, pretraining_trainer
 
 MATMUL = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution"}
 VIEWS = {"view", "_unsafe_view", "t", "transpose", "expand", "detach", "alias", "as_strided",
@@ -72,21 +69,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=7)
+    add_model_arguments(p)
     args = p.parse_args()
-    seed_everything(0, args.threads)
-    cfg = load_config(None, [f"model.hidden={args.hidden}", f"model.layers={args.layers}",
-                             f"data.batch_size={args.batch}", "train.out=/tmp/denoise3d-bench"])
-    ds, split = load_data(cfg.data)
-    trainer = Trainer(make_backbone(cfg.model), make_objectives(cfg), cfg.train, cfg.train.out)
-    from denoise3d.train.optim import build_scheduler
-
-    trainer.scheduler = build_scheduler(trainer.optimizer, cfg.train, 10_000)
-    loader = BatchLoader(ds, split["train"], batch_size=args.batch, shuffle=True, seed=0,
-                         drop_last=True)
+    cfg, loader = pretraining_data(args)
+    trainer = pretraining_trainer(cfg)
     batch = next(iter(loader))  # one batch throughout: FLOPs and time refer to the same graphs
     edges = int(batch.edge_index.shape[1]) if hasattr(batch, "edge_index") else None
 

@@ -1,0 +1,37 @@
+"""Shared set-up of the pretraining-step benchmarks (run as ``python benchmarks/<name>.py``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from denoise3d.build import load_data, make_backbone, make_objectives, seed_everything
+from denoise3d.config import load_config
+from denoise3d.data.dataset import BatchLoader
+from denoise3d.train.loop import Trainer
+from denoise3d.train.optim import build_scheduler
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--batch --threads --hidden --layers (defaults: 3D-EMGP's EGNN 7x128, batch 64, 2 threads)."""
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=7)
+
+
+def pretraining_data(args):
+    """(config, shuffled QM9 training-split loader) for the 3D-EMGP recipe at ``args``' size."""
+    seed_everything(0, args.threads)
+    cfg = load_config(None, [f"model.hidden={args.hidden}", f"model.layers={args.layers}",
+                             f"data.batch_size={args.batch}", "train.out=/tmp/denoise3d-bench"])
+    ds, split = load_data(cfg.data)
+    loader = BatchLoader(ds, split["train"], batch_size=args.batch, shuffle=True, seed=0,
+                         drop_last=True)
+    return cfg, loader
+
+
+def pretraining_trainer(cfg) -> Trainer:
+    """A Trainer for the default 3D-EMGP recipe with a scheduler set (as ``Trainer.fit`` does)."""
+    trainer = Trainer(make_backbone(cfg.model), make_objectives(cfg), cfg.train, cfg.train.out)
+    trainer.scheduler = build_scheduler(trainer.optimizer, cfg.train, 10_000)
+    return trainer
