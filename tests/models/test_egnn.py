@@ -7,6 +7,7 @@ import torch
 from denoise3d.data.batch import N_EDGE_TYPES, Molecule
 from denoise3d.models import BACKBONES, EGNN, EnergyHead, build_backbone, energy_and_forces
 from denoise3d.models.egnn import EGNNLayer, squared_distances
+from denoise3d.testing.physics import assert_factorised_matches_reference
 from denoise3d.testing import BackbonePhysicsTests, fixture_molecules, molecule_batch
 
 
@@ -34,17 +35,7 @@ def test_factorised_model_equals_reference_model():
     torch.manual_seed(0)
     model, head = EGNN(hidden=32, layers=3).double(), EnergyHead(32).double()
     batch = molecule_batch()
-
-    def run(factorised):
-        model.factorised = factorised
-        model.zero_grad()
-        energy, forces, s = energy_and_forces(model, head, batch, create_graph=True)
-        forces.square().sum().backward()
-        grads = [p.grad.clone() for p in model.parameters()]
-        return [energy.detach(), forces.detach(), s.detach(), *grads]
-
-    for a, b in zip(run(True), run(False)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_factorised_matches_reference(model, head, batch)
 
 
 def test_squared_distances():

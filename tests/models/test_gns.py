@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from denoise3d.models import GNS, GNSTAT, EnergyHead, energy_and_forces
+from denoise3d.models import GNS, GNSTAT, EnergyHead
 from denoise3d.models.gns import edge_network_subnet_max
 from denoise3d.models.tat import TailoredReLU, leaky_relu_cmap, negative_slope
+from denoise3d.testing.physics import assert_factorised_matches_reference
 from denoise3d.testing import BackbonePhysicsTests, molecule_batch
 
 # small, but deep enough for η = 0.8: the edge network must reach C_f(0) ≥ 0.8 with ReLUs
@@ -156,14 +157,4 @@ def test_factorised_edge_update_equals_concatenation(cls, kw):
             p.add_(0.3 * torch.randn_like(p))
     head = EnergyHead(16).double()
     batch = molecule_batch()
-
-    def run(factorised):
-        model.factorised = factorised
-        model.zero_grad()
-        energy, forces, s = energy_and_forces(model, head, batch, create_graph=True)
-        forces.square().sum().backward()
-        grads = [p.grad.clone() for p in model.parameters()]
-        return [energy.detach(), forces.detach(), s.detach(), *grads]
-
-    for a, b in zip(run(True), run(False)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_factorised_matches_reference(model, head, batch)

@@ -75,12 +75,27 @@ def apply_e3(pos, batch, rot, shift):
     return torch.einsum("nab,nb->na", rot[batch], pos) + shift[batch]
 
 
+def adam_losses(backbone, objective, batch, steps, lr=3e-3, noise_seed=42):
+    """Losses of ``steps`` Adam steps on one fixed batch; the noise is reseeded every step, so
+    each step sees the same corruption and the loss can only fall by learning."""
+    opt = torch.optim.Adam(list(backbone.parameters()) + list(objective.parameters()), lr=lr)
+    losses = []
+    for _ in range(steps):
+        torch.manual_seed(noise_seed)
+        loss, _ = objective(backbone, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture
 def helpers():
     """The helper functions above as attributes (``helpers.make_batch`` ...)."""
     return SimpleNamespace(make_batch=make_batch, ToyBackbone=ToyBackbone,
                            random_orthogonal=random_orthogonal, random_e3=random_e3,
-                           apply_e3=apply_e3)
+                           apply_e3=apply_e3, adam_losses=adam_losses)
 
 
 @pytest.fixture

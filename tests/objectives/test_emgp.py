@@ -148,15 +148,7 @@ def test_loss_decreases_with_adam(helpers):
     torch.manual_seed(0)
     b = helpers.make_batch(sizes=(5, 4, 6), dtype=torch.float32)
     backbone, obj = helpers.ToyBackbone(hidden=HIDDEN), EMGP(HIDDEN)
-    opt = torch.optim.Adam(list(backbone.parameters()) + list(obj.parameters()), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        torch.manual_seed(42)
-        loss, _ = obj(backbone, b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = helpers.adam_losses(backbone, obj, b, steps=30)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

@@ -141,15 +141,7 @@ def test_each_variant_trains(params, helpers):
     torch.manual_seed(0)
     b = helpers.make_batch(sizes=(5, 4, 6), dtype=torch.float32)
     backbone, obj = helpers.ToyBackbone(hidden=HIDDEN), EMGP(HIDDEN, **params)
-    opt = torch.optim.Adam(list(backbone.parameters()) + list(obj.parameters()), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        torch.manual_seed(42)
-        loss, _ = obj(backbone, b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = helpers.adam_losses(backbone, obj, b, steps=25)
     assert all(map(lambda v: v == v, losses)) and losses[-1] < 0.8 * losses[0], losses
 
 

@@ -78,15 +78,7 @@ def test_attrmask_trains(helpers):
     torch.manual_seed(0)
     b = helpers.make_batch(sizes=(9, 8, 12), dtype=torch.float32)
     backbone, obj = helpers.ToyBackbone(hidden=16), AttrMask(16, mask_ratio=0.3)
-    opt = torch.optim.Adam(list(backbone.parameters()) + list(obj.parameters()), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        torch.manual_seed(42)
-        loss, _ = obj(backbone, b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = helpers.adam_losses(backbone, obj, b, steps=30)
     assert OBJECTIVES["attrmask"] is AttrMask
     assert losses[-1] < 0.5 * losses[0], losses
     with pytest.raises(ValueError):

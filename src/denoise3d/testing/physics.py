@@ -29,6 +29,7 @@ from denoise3d.models.heads import EnergyHead, energy_and_forces
 from denoise3d.testing.molecules import fixture_molecules
 
 __all__ = [
+    "assert_factorised_matches_reference",
     "random_rotation", "random_transform", "apply_transform", "rotate_vectors", "transform_batch",
     "permute_molecules", "assert_close_scaled", "evaluate", "BackbonePhysicsTests",
 ]
@@ -280,3 +281,20 @@ class BackbonePhysicsTests:
             assert_close_scaled(one["energy"], ref["energy"][g:g + 1], self.rtol, "batched energy")
             assert_close_scaled(one["forces"], ref["forces"][atoms], self.rtol, "batched forces")
             assert_close_scaled(one["s"], ref["s"][atoms], self.rtol, "batched features")
+
+
+def assert_factorised_matches_reference(model: nn.Module, head: nn.Module, batch: Batch,
+                                        rtol: float = 1e-10, atol: float = 1e-12) -> None:
+    """A backbone's fast path (``model.factorised = True``) equals its straightforward form:
+    features, energies, forces and the parameter gradients of a force loss (double backward)."""
+
+    def run(factorised):
+        model.factorised = factorised
+        model.zero_grad()
+        energy, forces, s = energy_and_forces(model, head, batch, create_graph=True)
+        forces.square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        return [energy.detach(), forces.detach(), s.detach(), *grads]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
