@@ -171,10 +171,12 @@ def backbone_from_checkpoint(ckpt: dict, cfg: ModelConfig, path) -> torch.nn.Mod
 
 
 def finetune_backbone(cfg: Config) -> torch.nn.Module:
-    """The backbone a fine-tuning run starts from: ``finetune.init``'s weights, or a fresh one."""
+    """The backbone a fine-tuning run starts from: ``finetune.init``'s weights (a checkpoint path
+    or ``pretrained:NAME``, see :mod:`denoise3d.pretrained`), or a fresh one."""
     if not cfg.finetune.init:
         return make_backbone(cfg.model)
+    from denoise3d.pretrained import resolve
     from denoise3d.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(cfg.finetune.init, kind="pretrain")
-    return backbone_from_checkpoint(ckpt, cfg.model, cfg.finetune.init)
+    path = resolve(cfg.finetune.init)  # a path, or pretrained:NAME (shipped with the package)
+    return backbone_from_checkpoint(load_checkpoint(path, kind="pretrain"), cfg.model, cfg.finetune.init)

@@ -1,6 +1,6 @@
 """``denoise3d <verb> CONFIG [section.key=value ...]`` — a thin layer over typed configs.
 
-Verbs: pretrain, finetune, evaluate, summary; data (xtb-md), md, landscape. Every training verb
+Verbs: pretrain, finetune, evaluate, summary, pretrained; data (xtb-md), md, landscape. Every training verb
 saves the resolved config beside its checkpoints. Errors in input (config, data, checkpoint)
 print one line and exit with status 2; set DENOISE3D_DEBUG=1 for the full traceback.
 """
@@ -53,6 +53,19 @@ def cmd_summary(args) -> None:
         init = m.get("init") or "from scratch"
         print(f"{m['target']:>6}  test MAE {m['test_mae']:9.3f} {m['unit']:<10} "
               f"train labels {m['train_size']:>6}  init: {init}  ({run})")
+
+
+def cmd_pretrained(args) -> None:
+    """List the shipped pretrained checkpoints, or print one's model card."""
+    from denoise3d import pretrained
+
+    if args.name:
+        pretrained.resolve(pretrained.PREFIX + args.name)  # unknown name: one-line error
+        print(pretrained.card(args.name))
+        return
+    for name in pretrained.available():
+        title = pretrained.card(name).splitlines()[0].lstrip("# ")
+        print(f"pretrained:{name}  {title}")
 
 
 def cmd_data_xtb_md(args) -> None:
@@ -241,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print the test metrics of finished fine-tuning runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.set_defaults(fn=cmd_summary)
+    s = sub.add_parser("pretrained", help="list the shipped pretrained checkpoints (finetune.init=pretrained:NAME)")
+    s.add_argument("name", nargs="?", help="print this checkpoint's model card")
+    s.set_defaults(fn=cmd_pretrained)
     _add_pretraining_data_verbs(_add_force_field_verbs(sub))
     return p
 

@@ -1,0 +1,226 @@
+"""Issue 9: does pretraining pay off? One command, cached and resumable.
+
+Stage 1 pretrains the benchmark's EGNN 4 x 64 twice on the 100,000 QM9 training-split
+structures (labels unused): 3D-EMGP and Gaussian denoising, same budget and seed.
+Stage 2 fine-tunes from scratch and from each pretrained backbone, with identical configs,
+budgets and seeds, on
+  * QM9 HOMO, LUMO and gap with 1,000 and 10,000 labels (test: the standard test split), and
+  * GFN2-xTB trajectories of aspirin, ethanol and malonaldehyde with 1,000 training frames
+    (scripts/make_md17_xtb.sh makes them; energy and force MAE on 2,000 test frames).
+Stage 3 prints the table (mean ± std over seeds, and the change against scratch).
+
+Every run is a ``denoise3d`` CLI call with its own output folder under --out. A finished run
+(metrics.json, or DONE for pretraining) is never redone; an interrupted one continues from its
+resume.pt. Cells run in priority order (HOMO 1k and aspirin first), ``--jobs`` at a time with one
+thread each, so a stopped benchmark leaves the most important cells complete.
+
+    python benchmarks/pretraining_benefit/run.py                 # everything (~4 h on 2 cores)
+    python benchmarks/pretraining_benefit/run.py --report        # the table of what has finished
+    python benchmarks/pretraining_benefit/run.py --cells homo-1k,aspirin --seeds 0
+    # fine-tuning stage only, from the shipped checkpoint instead of stage 1's:
+    python benchmarks/pretraining_benefit/run.py --inits scratch,emgp \
+        --checkpoint emgp=pretrained:qm9-egnn-4x64-emgp --out runs/benefit_shipped
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PRETRAIN = {"emgp": HERE / "pretrain_emgp.yaml", "denoise": HERE / "pretrain_denoise.yaml"}
+INIT_NAMES = {"scratch": "scratch", "emgp": "3D-EMGP", "denoise": "denoising"}
+MD17_DIR = Path(os.environ.get("DENOISE3D_CACHE", Path.home() / ".cache" / "denoise3d")) / "md17_xtb"
+
+
+def trajectory(directory: Path, molecule: str) -> Path:
+    """The molecule's file in ``directory``: NAME.npz (ours), md17_NAME.npz or rmd17_NAME.npz."""
+    for name in (f"{molecule}.npz", f"md17_{molecule}.npz", f"rmd17_{molecule}.npz"):
+        if (directory / name).is_file():
+            return directory / name
+    return directory / f"{molecule}.npz"
+
+# name -> (config, overrides); priority order. Epochs: 40 for 1,000 labels or frames
+# (1,250 steps of 32), 6 for 10,000 labels (1,878 steps).
+CELLS = {
+    "homo-1k": ("finetune_qm9.yaml", {"finetune.target": "homo", "data.max_train": 1000, "train.epochs": 40}),
+    "aspirin": ("finetune_md17.yaml", {"molecule": "aspirin", "train.epochs": 40}),
+    "lumo-1k": ("finetune_qm9.yaml", {"finetune.target": "lumo", "data.max_train": 1000, "train.epochs": 40}),
+    "gap-1k": ("finetune_qm9.yaml", {"finetune.target": "gap", "data.max_train": 1000, "train.epochs": 40}),
+    "ethanol": ("finetune_md17.yaml", {"molecule": "ethanol", "train.epochs": 40}),
+    "malonaldehyde": ("finetune_md17.yaml", {"molecule": "malonaldehyde", "train.epochs": 40}),
+    "homo-10k": ("finetune_qm9.yaml", {"finetune.target": "homo", "data.max_train": 10000, "train.epochs": 6}),
+    "lumo-10k": ("finetune_qm9.yaml", {"finetune.target": "lumo", "data.max_train": 10000, "train.epochs": 6}),
+    "gap-10k": ("finetune_qm9.yaml", {"finetune.target": "gap", "data.max_train": 10000, "train.epochs": 6}),
+}
+
+
+@dataclass
+class Task:
+    name: str
+    out: Path
+    argv: list
+    done_file: str  # relative to out: its existence means finished
+    needs: list = field(default_factory=list)  # names of tasks that must finish first
+    inputs: list = field(default_factory=list)  # files that must exist first (a trajectory being made)
+
+    @property
+    def done(self) -> bool:
+        return (self.out / self.done_file).is_file()
+
+
+def plan(args) -> list[Task]:
+    out = Path(args.out)
+    tasks, checkpoints = [], dict(args.checkpoint)
+    for init in args.inits:
+        if init == "scratch" or init in checkpoints:
+            continue
+        run = out / "pretrain" / init
+        tasks.append(Task(f"pretrain {init}", run,
+                          ["pretrain", str(PRETRAIN[init]), f"train.out={run}", *args.set], "DONE"))
+        checkpoints[init] = run / "pretrain.pt"
+    for cell in args.cells:
+        config, overrides = CELLS[cell]
+        overrides = dict(overrides)
+        if "molecule" in overrides:
+            overrides["data.path"] = trajectory(Path(args.md17_dir), overrides.pop("molecule"))
+        for seed in args.seeds:
+            for init in args.inits:
+                run = out / "finetune" / cell / init / f"seed{seed}"
+                sets = {**overrides, "train.seed": seed, "train.out": run}
+                if init != "scratch":
+                    sets["finetune.init"] = checkpoints[init]
+                needs = [f"pretrain {init}"] if any(t.name == f"pretrain {init}" for t in tasks) else []
+                tasks.append(Task(f"{cell} {init} seed {seed}", run,
+                                  ["finetune", str(HERE / config), *(f"{k}={v}" for k, v in sets.items()),
+                                   *args.set],
+                                  "metrics.json", needs,
+                                  [Path(overrides["data.path"])] if "data.path" in overrides else []))
+    return tasks
+
+
+def execute(tasks: list[Task], jobs: int) -> None:
+    """Run the unfinished tasks, ``jobs`` at a time, first ready first; a failure stops new starts."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    todo = [t for t in tasks if not t.done]
+    finished = {t.name for t in tasks if t.done}
+    print(f"{len(tasks) - len(todo)} of {len(tasks)} runs already finished; {len(todo)} to go, "
+          f"{jobs} at a time", flush=True)
+    running: dict[str, tuple[Task, subprocess.Popen, float]] = {}
+    failed = []
+    start = time.time()
+    while todo or running:
+        for name, (task, proc, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            minutes = (time.time() - t0) / 60
+            if proc.returncode == 0:
+                if task.done_file == "DONE":
+                    (task.out / "DONE").write_text(f"{minutes:.1f} min\n")
+                finished.add(name)
+                print(f"[{time.strftime('%H:%M:%S')}] done   {name} ({minutes:.1f} min; "
+                      f"{len(finished)}/{len(tasks)} finished)", flush=True)
+            else:
+                failed.append(name)
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {proc.returncode}); "
+                      f"see {task.out / 'run.log'}", flush=True)
+        ready = [t for t in todo if all(n in finished for n in t.needs)
+                 and all(p.is_file() for p in t.inputs)] if not failed else []
+        if todo and not ready and not running and not failed:
+            missing = sorted({str(p) for t in todo for p in t.inputs if not p.is_file()})
+            sys.exit(f"missing trajectories {', '.join(missing)}: make them with "
+                     f"scripts/make_md17_xtb.sh --molecules aspirin,ethanol,malonaldehyde")
+        while ready and len(running) < jobs:
+            task = ready.pop(0)
+            todo.remove(task)
+            task.out.mkdir(parents=True, exist_ok=True)
+            log = open(task.out / "run.log", "a")  # noqa: SIM115 - closed with the process
+            proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running[task.name] = (task, proc, time.time())
+            print(f"[{time.strftime('%H:%M:%S')}] start  {task.name}", flush=True)
+        if failed and not running:
+            break
+        time.sleep(2)
+    print(f"wall time {(time.time() - start) / 60:.1f} min", flush=True)
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def _stat(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f}" + ("" if len(values) >= 3 else f" (n={len(values)})")
+
+
+def report(args) -> str:
+    """A markdown table: mean ± std over finished seeds, and each start's change vs scratch."""
+    out = Path(args.out)
+    rows = []
+    for cell in args.cells:
+        md17 = "molecule" in CELLS[cell][1]
+        for metric, key, unit in ([("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
+                                   ("energy", "test_energy_mae_kcal_mol", "kcal/mol")] if md17
+                                  else [("MAE", "test_mae", "meV")]):
+            values = {}
+            for init in args.inits:
+                values[init] = [json.loads(p.read_text())[key] for p in
+                                sorted((out / "finetune" / cell / init).glob("seed*/metrics.json"))
+                                if int(p.parent.name[4:]) in args.seeds]
+            base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
+            cols = []
+            for init in args.inits:
+                text = _stat(values[init])
+                if init != "scratch" and base and values[init]:
+                    text += f" ({100 * (statistics.fmean(values[init]) / base - 1):+.0f} %)"
+                cols.append(text)
+            rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + " |")
+    head = "| cell | test MAE | " + " | ".join(INIT_NAMES.get(i, i) for i in args.inits) + " |"
+    sep = "|---|---|" + "---|" * len(args.inits)
+    return "\n".join([head, sep, *rows])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/pretraining_benefit", help="root of every run's folder")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {', '.join(CELLS)}")
+    p.add_argument("--inits", default="scratch,emgp,denoise", help="comma list of scratch, emgp, denoise")
+    p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds (comma list)")
+    p.add_argument("--md17-dir", default=str(MD17_DIR),
+                   help="folder of the trajectories: NAME.npz (scripts/make_md17_xtb.sh), or the "
+                        "real md17_NAME.npz / rmd17_NAME.npz")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="INIT=PATH",
+                   help="use this pretrained checkpoint (a path or pretrained:NAME) instead of "
+                        "stage 1's for INIT, e.g. emgp=pretrained:qm9-egnn-4x64-emgp")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra config override for every run (smoke tests: train.max_steps=5)")
+    p.add_argument("--report", action="store_true", help="only print the table of finished runs")
+    args = p.parse_args(argv)
+    args.cells = [c for c in args.cells.split(",") if c]
+    args.inits = [i for i in args.inits.split(",") if i]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    unknown = [c for c in args.cells if c not in CELLS] + [i for i in args.inits if i not in INIT_NAMES]
+    if unknown:
+        p.error(f"unknown cell or init: {', '.join(unknown)}")
+    if "scratch" not in args.inits:
+        p.error("--inits must include scratch (the baseline)")
+    args.checkpoint = [tuple(c.split("=", 1)) for c in args.checkpoint]
+    if any(len(c) != 2 or c[0] not in PRETRAIN for c in args.checkpoint):
+        p.error("--checkpoint takes INIT=PATH with INIT one of emgp, denoise")
+    if not args.report:
+        execute(plan(args), args.jobs)
+    print(report(args))
+
+
+if __name__ == "__main__":
+    main()
