@@ -171,11 +171,14 @@ def report(args) -> str:
         for metric, key, unit in ([("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
                                    ("energy", "test_energy_mae_kcal_mol", "kcal/mol")] if md17
                                   else [("MAE", "test_mae", "meV")]):
-            values = {}
+            values, minutes = {}, []
             for init in args.inits:
-                values[init] = [json.loads(p.read_text())[key] for p in
-                                sorted((out / "finetune" / cell / init).glob("seed*/metrics.json"))
-                                if int(p.parent.name[4:]) in args.seeds]
+                done = [p for p in sorted((out / "finetune" / cell / init).glob("seed*/metrics.json"))
+                        if int(p.parent.name[4:]) in args.seeds]
+                values[init] = [json.loads(p.read_text())[key] for p in done]
+                # a run's wall time: config.yaml is written at its start, metrics.json at its end
+                minutes += [(p.stat().st_mtime - (p.parent / "config.yaml").stat().st_mtime) / 60
+                            for p in done]
             base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
             cols = []
             for init in args.inits:
@@ -183,9 +186,11 @@ def report(args) -> str:
                 if init != "scratch" and base and values[init]:
                     text += f" ({100 * (statistics.fmean(values[init]) / base - 1):+.0f} %)"
                 cols.append(text)
-            rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + " |")
-    head = "| cell | test MAE | " + " | ".join(INIT_NAMES.get(i, i) for i in args.inits) + " |"
-    sep = "|---|---|" + "---|" * len(args.inits)
+            wall = f"{statistics.fmean(minutes):.1f}" if minutes and metric != "energy" else ""
+            rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + f" | {wall} |")
+    head = ("| cell | test MAE | " + " | ".join(INIT_NAMES.get(i, i) for i in args.inits)
+            + " | min/run |")
+    sep = "|---|---|" + "---|" * len(args.inits) + "---|"
     return "\n".join([head, sep, *rows])
 
 

@@ -1,0 +1,85 @@
+"""The shipped pretrained checkpoints: loadable offline, documented, usable as pretrained:NAME,
+and the issue-9 benchmark's fine-tuning stage runs from them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from denoise3d import pretrained
+from denoise3d.build import backbone_from_checkpoint
+from denoise3d.cli import main
+from denoise3d.config import load_config
+from denoise3d.train.checkpoint import CheckpointError, load_checkpoint
+
+TINY = ["data.batch_size=16", "data.eval_batch_size=64", "data.max_train=64", "data.max_valid=32",
+        "data.max_test=48", "train.threads=1"]
+
+
+def test_at_least_one_checkpoint_is_shipped_and_small():
+    names = pretrained.available()
+    assert names
+    for name in names:
+        assert (pretrained.DIR / f"{name}.pt").stat().st_size < 5e6
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_shipped_checkpoint_loads_into_its_card_config(name):
+    ckpt = load_checkpoint(pretrained.resolve(f"pretrained:{name}"), kind="pretrain")
+    card = pretrained.card(name)
+    assert card.startswith("# ") and f"pretrained:{name}" in card
+    cfg = load_config(None, [f"model.{k}={v}" for k, v in ckpt["config"]["model"].items() if v is not None])
+    backbone = backbone_from_checkpoint(ckpt, cfg.model, name)
+    assert all(torch.isfinite(p).all() for p in backbone.parameters())
+    # the card's own example fine-tuning config builds the same architecture
+    assert "configs/finetune/qm9_cpu.yaml" in card
+    assert load_config("configs/finetune/qm9_cpu.yaml").model == cfg.model
+
+
+def test_finetune_from_shipped_checkpoint(qm9_cache, tmp_path):
+    name = pretrained.available()[0]
+    out = tmp_path / "ft"
+    assert main(["finetune", "configs/finetune/qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
+                 "train.max_steps=3", f"train.out={out}", f"finetune.init=pretrained:{name}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["init"] == f"pretrained:{name}" and metrics["test_size"] == 48
+    # the fine-tuned backbone started from the shipped weights: a 3-step run stays close to them
+    start = load_checkpoint(pretrained.resolve(f"pretrained:{name}"))["backbone"]["state"]
+    tuned = torch.load(out / "finetune.pt", weights_only=True)["backbone"]["state"]
+    fresh = torch.nn.utils.parameters_to_vector
+    a = fresh([start[k].float() for k in start])
+    b = fresh([tuned[k].float() for k in start])
+    assert (a - b).norm() < 0.1 * a.norm()
+
+
+def test_unknown_shipped_name_is_one_line_error(capsys):
+    with pytest.raises(CheckpointError, match="no shipped pretrained checkpoint 'nope'"):
+        pretrained.resolve("pretrained:nope")
+    assert main(["finetune", "finetune.init=pretrained:nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no shipped pretrained checkpoint 'nope'" in err and len(err.splitlines()) == 1
+
+
+def test_pretrained_verb_lists_and_shows_cards(capsys):
+    assert main(["pretrained"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"pretrained:{n}" in listed for n in pretrained.available())
+    assert main(["pretrained", pretrained.available()[0]]) == 0
+    assert capsys.readouterr().out.startswith("# ")
+
+
+def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cache, tmp_path):
+    """benchmarks/pretraining_benefit/run.py: cached, resumable runs and the mean ± std table."""
+    name = "qm9-egnn-4x64-emgp"
+    cmd = [sys.executable, "benchmarks/pretraining_benefit/run.py", "--out", str(tmp_path),
+           "--cells", "homo-1k", "--seeds", "0,1", "--inits", "scratch,emgp", "--jobs", "2",
+           "--checkpoint", f"emgp=pretrained:{name}", "--set", f"data.cache_dir={qm9_cache}",
+           "--set", "train.max_steps=2", "--set", "data.max_valid=32", "--set", "data.max_test=32"]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "0 of 4 runs already finished" in first
+    row = next(ln for ln in first.splitlines() if ln.startswith("| homo-1k"))
+    assert row.count("±") == 2 and "(n=2)" in row and "%)" in row
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "4 of 4 runs already finished" in again and row in again
