@@ -92,3 +92,39 @@ def test_bad_input_is_one_line_error(args, words, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("objective, head", [
+    ({"name": "emgp"}, "energy_head"),
+    ({"name": "denoise", "vector": "gradient"}, "noise_head"),
+    ({"name": "denoise", "vector": "direct"}, None),  # a vector head: no energy model to reuse
+])
+def test_energy_force_finetuning_starts_from_the_pretrained_energy_head(
+        objective, head, trajectories, tmp_path):
+    """finetune.init from an energy model: the force field's energy head starts as its head."""
+    from denoise3d.build import pretrained_energy_head
+    from denoise3d.train.checkpoint import load_checkpoint
+
+    pt = tmp_path / "pt"
+    obj = "{" + ", ".join(f"{k}: {v}" for k, v in objective.items()) + "}"
+    assert main(["pretrain", *TINY, "data.dataset=md17", "data.split=random",
+                 f"data.path={trajectories[0]}", "train.epochs=1", f"pretrain.objectives=[{obj}]", f"train.out={pt}"]) == 0
+    ckpt = load_checkpoint(pt / "pretrain.pt")
+    found = pretrained_energy_head(ckpt)
+    if head is None:
+        assert found is None
+        return
+    state = ckpt["objectives"][objective["name"]]["state"]
+    assert found[0] == objective["name"]
+    assert {k: v.shape for k, v in found[1].items()} == \
+        {k[len(head) + 1:]: v.shape for k, v in state.items() if k.startswith(head + ".")}
+    for flag, same in (("true", True), ("false", False)):
+        out = tmp_path / f"ft_{flag}"
+        assert main(["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=0",
+                     f"data.path={trajectories[0]}", f"finetune.init={pt / 'pretrain.pt'}",
+                     f"finetune.init_energy_head={flag}", f"train.out={out}"]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["energy_head_from"] == (objective["name"] if same else None)
+        tuned = torch.load(out / "finetune.pt", weights_only=True)["objectives"]["energy_force"]["state"]
+        equal = all(torch.equal(tuned[f"head.{k}"], v) for k, v in found[1].items())
+        assert equal is same

@@ -170,6 +170,23 @@ def backbone_from_checkpoint(ckpt: dict, cfg: ModelConfig, path) -> torch.nn.Mod
     return backbone
 
 
+def pretrained_energy_head(ckpt: dict) -> tuple[str, dict] | None:
+    """``(objective, EnergyHead state)`` of a pretrain checkpoint's energy model, if it has one:
+    3D-EMGP with forces −∇E (``force: gradient``, a Riemann or Gaussian target), or denoising with
+    ``vector: gradient`` (its −∂E/∂X̃ points back to the clean structure). None otherwise."""
+    for name, obj in ckpt.get("objectives", {}).items():
+        params = obj.get("params", {})
+        if name == "emgp" and params.get("force", "gradient") == "gradient" \
+                and params.get("target", "riemann") != "distance":
+            prefix = "energy_head."
+        elif name == "denoise" and params.get("vector", "direct") == "gradient":
+            prefix = "noise_head."
+        else:
+            continue
+        return name, {k[len(prefix):]: v for k, v in obj["state"].items() if k.startswith(prefix)}
+    return None
+
+
 def finetune_backbone(cfg: Config) -> torch.nn.Module:
     """The backbone a fine-tuning run starts from: ``finetune.init``'s weights (a checkpoint path
     or ``pretrained:NAME``, see :mod:`denoise3d.pretrained`), or a fresh one."""

@@ -85,6 +85,10 @@ class FinetuneConfig:
     noisy_nodes_sigma: float = 0.05  # Å
     noisy_nodes_vector: str = "direct"  # direct (vector head) | gradient (−∇E of an energy head)
     readout: str = "sum"  # property head's graph readout: sum | mean (Zaidi's GNS-TAT decoder)
+    # energy_force from a pretrained energy model: start the energy head from its head too (the
+    # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
+    # pretrained force field -∇E; false = a fresh head on the pretrained backbone
+    init_energy_head: bool = True
 
 
 @dataclass

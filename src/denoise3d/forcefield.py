@@ -45,6 +45,21 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
                                  cfg.finetune.force_weight, float(e.mean()), std)
 
 
+def _init_energy_head(cfg: Config, objective: EnergyForceRegression) -> str | None:
+    """With ``finetune.init_energy_head``, load the pretrained energy model's head into the
+    objective's energy head (E = std · head + mean, so the starting forces are the pretrained
+    −∇E times the trajectory's energy std); returns the objective it came from, or None."""
+    if not (cfg.finetune.init and cfg.finetune.init_energy_head):
+        return None
+    from denoise3d.pretrained import resolve
+
+    found = build.pretrained_energy_head(load_checkpoint(resolve(cfg.finetune.init), kind="pretrain"))
+    if found is None:
+        return None
+    load_state(objective.head, found[1], "energy head", cfg.finetune.init)
+    return found[0]
+
+
 def _loader(ds, idx, batch_size, shuffle, seed=0):
     from denoise3d.data.dataset import BatchLoader
 
@@ -61,10 +76,12 @@ def finetune_energy_force(cfg: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     objective = energy_force_objective(cfg, ds, split["train"])
+    head_from = _init_energy_head(cfg, objective)
     trainer = Trainer(backbone, {OBJECTIVE: (1.0, objective)}, cfg.train, out)
     print(f"fine-tuning energy + forces of {ds.meta.get('name', cfg.data.path)} "
           f"({ds.meta.get('theory', '?')}) on {len(split['train'])} frames, "
-          f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}; output in {out}")
+          f"{'from ' + cfg.finetune.init if cfg.finetune.init else 'from scratch'}"
+          f"{f' (energy head from its {head_from} objective)' if head_from else ''}; output in {out}")
     from denoise3d.runs import _loader as train_loader  # honours data.max_atoms / max_edges / max_graphs
 
     train = train_loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed, cfg.data)
@@ -92,7 +109,8 @@ def finetune_energy_force(cfg: Config) -> dict:
         "test_mae": test_metrics["force_mae_kcal_mol_A"],
         **{f"test_{k}": v for k, v in test_metrics.items()},
         **{f"valid_{k}": v for k, v in best["metrics"].items() if k not in ("step", "epoch")},
-        "best_epoch": best["epoch"], "init": cfg.finetune.init, "data": cfg.data.path,
+        "best_epoch": best["epoch"], "init": cfg.finetune.init, "energy_head_from": head_from,
+        "data": cfg.data.path,
         "molecule": ds.meta.get("name"), "theory": ds.meta.get("theory"),
         "train_size": len(split["train"]), "valid_size": len(split["valid"]),
         "test_size": len(split["test"]), "steps": trainer.step,
