@@ -142,6 +142,9 @@ def execute(tasks: list[Task], jobs: int) -> None:
         while ready and len(running) < jobs:
             task = ready.pop(0)
             todo.remove(task)
+            if task.done:  # finished meanwhile by another invocation
+                finished.add(task.name)
+                continue
             task.out.mkdir(parents=True, exist_ok=True)
             log = open(task.out / "run.log", "a")  # noqa: SIM115 - closed with the process
             proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv], stdout=log, stderr=subprocess.STDOUT, env=env)
