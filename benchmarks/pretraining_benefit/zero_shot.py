@@ -38,11 +38,10 @@ def forces_of_energy_model(name: str, ds, idx) -> tuple[np.ndarray, np.ndarray] 
     found = build.pretrained_energy_head(ckpt)
     if found is None:
         return None
-    from denoise3d.models import build_backbone
+    from denoise3d.config import ModelConfig
     from denoise3d.models.heads import EnergyHead, energy_and_forces
 
-    backbone = build_backbone(ckpt["backbone"]["name"], **ckpt["backbone"]["kwargs"])
-    backbone.load_state_dict(ckpt["backbone"]["state"])
+    backbone = build.backbone_from_checkpoint(ckpt, ModelConfig(**ckpt["config"]["model"]), name)
     head = EnergyHead(ckpt["backbone"]["kwargs"]["hidden"])
     head.load_state_dict(found[1])
     backbone.eval(), head.eval()
