@@ -83,3 +83,42 @@ def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cac
     assert row.count("±") == 2 and "(n=2)" in row and "%)" in row
     again = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "4 of 4 runs already finished" in again and row in again
+
+
+def _benefit_runner():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretraining_benefit" / "run.py"
+    spec = importlib.util.spec_from_file_location("benefit_run", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benefit_cells_are_named_by_a_grammar(tmp_path):
+    """TARGET-Nk[-Eep] is a QM9 cell of ~1,250 steps by default; MOLECULE[-Eep] a trajectory in
+    --md17-dir (ours or the real md17_/rmd17_ files); anything else is a one-line error."""
+    run = _benefit_runner()
+    assert run.cell_spec("homo-1k", tmp_path) == (
+        "finetune_qm9.yaml", {"finetune.target": "homo", "data.max_train": 1000, "train.epochs": 40})
+    assert run.cell_spec("gap-10k", tmp_path)[1]["train.epochs"] == 4
+    assert run.cell_spec("mu-10k-40ep", tmp_path)[1] == {
+        "finetune.target": "mu", "data.max_train": 10000, "train.epochs": 40}
+    (tmp_path / "rmd17_toluene.npz").touch()
+    config, sets = run.cell_spec("toluene-7ep", tmp_path)
+    assert config == "finetune_md17.yaml" and sets == {"data.path": tmp_path / "rmd17_toluene.npz",
+                                                       "train.epochs": 7}
+    assert run.cell_spec("aspirin", tmp_path)[1]["train.epochs"] == 100
+    for bad in ("homo-1x", "homo", "bad-mol-name", "../x"):
+        with pytest.raises(ValueError, match="cell"):
+            run.cell_spec(bad, tmp_path)
+
+
+def test_benefit_pretraining_seeds_get_their_own_starts():
+    run = _benefit_runner()
+    args = run.argparse.Namespace(inits=["scratch", "emgp", "denoise"], pretrain_seeds=[0, 1])
+    assert run.starts(args) == [("scratch", "scratch", 0), ("emgp", "emgp", 0), ("emgp-p1", "emgp", 1),
+                                ("denoise", "denoise", 0), ("denoise-p1", "denoise", 1)]
+    assert run.label_name("denoise-p1") == "denoising (pretraining seed 1)"

@@ -17,6 +17,11 @@ thread each, so a stopped benchmark leaves the most important cells complete.
     python benchmarks/pretraining_benefit/run.py                 # everything (~4 h on 2 cores)
     python benchmarks/pretraining_benefit/run.py --report        # the table of what has finished
     python benchmarks/pretraining_benefit/run.py --cells homo-1k,aspirin --seeds 0
+    # other cells: any QM9 target and label count, any trajectory, any epochs
+    python benchmarks/pretraining_benefit/run.py --cells mu-5k,homo-10k-40ep
+    python benchmarks/pretraining_benefit/run.py --cells toluene,uracil --md17-dir rmd17/npz_data
+    # is the gain robust to the pretraining seed? (a second stage 1 per method)
+    python benchmarks/pretraining_benefit/run.py --pretrain-seeds 0,1 --cells homo-1k
     # fine-tuning stage only, from the shipped checkpoint instead of stage 1's:
     python benchmarks/pretraining_benefit/run.py --inits scratch,emgp \
         --checkpoint emgp=pretrained:qm9-egnn-4x64-emgp --out runs/benefit_shipped
@@ -47,20 +52,43 @@ def trajectory(directory: Path, molecule: str) -> Path:
             return directory / name
     return directory / f"{molecule}.npz"
 
-# name -> (config, overrides); priority order. Epochs: 40 for 1,000 QM9 labels and 4 for 10,000
-# (the same 1,250 steps of 32 molecules: only the number of distinct labels differs), 100 for 1,000 frames (3,100 steps: at 40 epochs the EGNN
-# energy model had not left the zero-force plateau on aspirin from any start, see RESULTS.md).
-CELLS = {
-    "homo-1k": ("finetune_qm9.yaml", {"finetune.target": "homo", "data.max_train": 1000, "train.epochs": 40}),
-    "aspirin": ("finetune_md17.yaml", {"molecule": "aspirin", "train.epochs": 100}),
-    "lumo-1k": ("finetune_qm9.yaml", {"finetune.target": "lumo", "data.max_train": 1000, "train.epochs": 40}),
-    "gap-1k": ("finetune_qm9.yaml", {"finetune.target": "gap", "data.max_train": 1000, "train.epochs": 40}),
-    "ethanol": ("finetune_md17.yaml", {"molecule": "ethanol", "train.epochs": 100}),
-    "malonaldehyde": ("finetune_md17.yaml", {"molecule": "malonaldehyde", "train.epochs": 100}),
-    "homo-10k": ("finetune_qm9.yaml", {"finetune.target": "homo", "data.max_train": 10000, "train.epochs": 4}),
-    "lumo-10k": ("finetune_qm9.yaml", {"finetune.target": "lumo", "data.max_train": 10000, "train.epochs": 4}),
-    "gap-10k": ("finetune_qm9.yaml", {"finetune.target": "gap", "data.max_train": 10000, "train.epochs": 4}),
-}
+# The default cells, in priority order. Any other cell can be named with the same grammar
+# (see ``cell_spec``): ``TARGET-Nk`` for a QM9 property with N,000 labels, a molecule name for a
+# trajectory in --md17-dir, either with ``-Eep`` for E epochs instead of the default.
+CELLS = ("homo-1k", "aspirin", "lumo-1k", "gap-1k", "ethanol", "malonaldehyde",
+         "homo-10k", "lumo-10k", "gap-10k")
+QM9_STEPS = 1250  # fine-tuning steps of 32 for a QM9 cell at its default epochs
+MD17_EPOCHS = 100  # 3,100 steps of 32 on 1,000 frames: at 40 epochs the EGNN energy model had
+# not left the zero-force plateau on aspirin from any start (see RESULTS.md)
+
+
+def cell_spec(name: str, md17_dir: Path) -> tuple[str, dict]:
+    """(config file, overrides) of a cell named ``TARGET-Nk[-Eep]`` or ``MOLECULE[-Eep]``.
+
+    QM9: N,000 labels (a fixed subset of the training split) for E epochs, by default as many as
+    make ~1,250 steps of 32 (40 epochs at 1k, 4 at 10k), so that cells of different sizes differ
+    only in the number of distinct labels. Trajectory: the molecule's file in ``md17_dir``
+    (``trajectory``), 1,000 training frames, 100 epochs by default.
+    """
+    from denoise3d.data.qm9 import TARGET_NAMES
+
+    base, _, tail = name.rpartition("-")
+    epochs = None
+    if tail.endswith("ep") and tail[:-2].isdigit() and base:
+        name, epochs = base, int(tail[:-2])
+    target, _, size = name.partition("-")
+    if target in TARGET_NAMES:
+        if not (size.endswith("k") and size[:-1].isdigit() and int(size[:-1]) > 0):
+            raise ValueError(f"cell {name!r}: a QM9 cell is TARGET-Nk (N,000 labels), e.g. {target}-1k")
+        labels = 1000 * int(size[:-1])
+        epochs = epochs or max(1, round(QM9_STEPS * 32 / labels))
+        return "finetune_qm9.yaml", {"finetune.target": target, "data.max_train": labels,
+                                     "train.epochs": epochs}
+    if size or not name.replace("_", "").isalnum():
+        raise ValueError(f"cell {name!r} is neither TARGET-Nk (QM9 targets: "
+                         f"{', '.join(TARGET_NAMES)}) nor a molecule name")
+    return "finetune_md17.yaml", {"data.path": trajectory(md17_dir, name),
+                                  "train.epochs": epochs or MD17_EPOCHS}
 
 
 @dataclass
@@ -77,33 +105,47 @@ class Task:
         return (self.out / self.done_file).is_file()
 
 
+def starts(args) -> list[tuple[str, str, int]]:
+    """(folder label, init, pretraining seed) of every start: scratch, then each pretrained
+    init per pretraining seed; seed 0 keeps the plain label (``emgp``), others get ``emgp-p1``."""
+    out = [("scratch", "scratch", 0)]
+    for init in args.inits:
+        if init != "scratch":
+            out += [(init if ps == 0 else f"{init}-p{ps}", init, ps) for ps in args.pretrain_seeds]
+    return out
+
+
+def label_name(label: str) -> str:
+    init, _, ps = label.partition("-p")
+    return INIT_NAMES[init] + (f" (pretraining seed {ps})" if ps else "")
+
+
 def plan(args) -> list[Task]:
     out = Path(args.out)
     tasks, checkpoints = [], dict(args.checkpoint)
-    for init in args.inits:
-        if init == "scratch" or init in checkpoints:
+    for label, init, ps in starts(args):
+        if init == "scratch" or label in checkpoints:
             continue
-        run = out / "pretrain" / init
-        tasks.append(Task(f"pretrain {init}", run,
-                          ["pretrain", str(PRETRAIN[init]), f"train.out={run}", *args.set], "DONE"))
-        checkpoints[init] = run / "pretrain.pt"
+        run = out / "pretrain" / label
+        seed = [f"train.seed={ps}"] if ps else []
+        tasks.append(Task(f"pretrain {label}", run,
+                          ["pretrain", str(PRETRAIN[init]), f"train.out={run}", *seed, *args.set],
+                          "DONE"))
+        checkpoints[label] = run / "pretrain.pt"
     for cell in args.cells:
-        config, overrides = CELLS[cell]
-        overrides = dict(overrides)
-        if "molecule" in overrides:
-            overrides["data.path"] = trajectory(Path(args.md17_dir), overrides.pop("molecule"))
+        config, overrides = cell_spec(cell, Path(args.md17_dir))
+        trajectory_file = [Path(overrides["data.path"])] if "data.path" in overrides else []
         for seed in args.seeds:
-            for init in args.inits:
-                run = out / "finetune" / cell / init / f"seed{seed}"
+            for label, init, _ in starts(args):
+                run = out / "finetune" / cell / label / f"seed{seed}"
                 sets = {**overrides, "train.seed": seed, "train.out": run}
                 if init != "scratch":
-                    sets["finetune.init"] = checkpoints[init]
-                needs = [f"pretrain {init}"] if any(t.name == f"pretrain {init}" for t in tasks) else []
-                tasks.append(Task(f"{cell} {init} seed {seed}", run,
+                    sets["finetune.init"] = checkpoints[label]
+                needs = [f"pretrain {label}"] if any(t.name == f"pretrain {label}" for t in tasks) else []
+                tasks.append(Task(f"{cell} {label} seed {seed}", run,
                                   ["finetune", str(HERE / config), *(f"{k}={v}" for k, v in sets.items()),
                                    *args.set],
-                                  "metrics.json", needs,
-                                  [Path(overrides["data.path"])] if "data.path" in overrides else []))
+                                  "metrics.json", needs, trajectory_file))
     return tasks
 
 
@@ -137,8 +179,9 @@ def execute(tasks: list[Task], jobs: int) -> None:
                  and all(p.is_file() for p in t.inputs)] if not failed else []
         if todo and not ready and not running and not failed:
             missing = sorted({str(p) for t in todo for p in t.inputs if not p.is_file()})
+            names = ",".join(sorted({Path(m).stem.split("md17_")[-1] for m in missing}))
             sys.exit(f"missing trajectories {', '.join(missing)}: make them with "
-                     f"scripts/make_md17_xtb.sh --molecules aspirin,ethanol,malonaldehyde")
+                     f"scripts/make_md17_xtb.sh --molecules {names}, or pass --md17-dir")
         while ready and len(running) < jobs:
             task = ready.pop(0)
             todo.remove(task)
@@ -171,39 +214,44 @@ def report(args) -> str:
     out = Path(args.out)
     rows = []
     for cell in args.cells:
-        md17 = "molecule" in CELLS[cell][1]
+        md17 = "data.path" in cell_spec(cell, Path(args.md17_dir))[1]
         for metric, key, unit in ([("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
                                    ("energy", "test_energy_mae_kcal_mol", "kcal/mol")] if md17
                                   else [("MAE", "test_mae", "meV")]):
             values, minutes = {}, []
-            for init in args.inits:
-                done = [p for p in sorted((out / "finetune" / cell / init).glob("seed*/metrics.json"))
+            for label, _, _ in starts(args):
+                done = [p for p in sorted((out / "finetune" / cell / label).glob("seed*/metrics.json"))
                         if int(p.parent.name[4:]) in args.seeds]
-                values[init] = [json.loads(p.read_text())[key] for p in done]
+                values[label] = [json.loads(p.read_text())[key] for p in done]
                 # a run's wall time: config.yaml is written at its start, metrics.json at its end
                 minutes += [(p.stat().st_mtime - (p.parent / "config.yaml").stat().st_mtime) / 60
                             for p in done]
             base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
             cols = []
-            for init in args.inits:
-                text = _stat(values[init])
-                if init != "scratch" and base and values[init]:
-                    text += f" ({100 * (statistics.fmean(values[init]) / base - 1):+.0f} %)"
+            for label, _, _ in starts(args):
+                text = _stat(values[label])
+                if label != "scratch" and base and values[label]:
+                    text += f" ({100 * (statistics.fmean(values[label]) / base - 1):+.0f} %)"
                 cols.append(text)
             wall = f"{statistics.fmean(minutes):.1f}" if minutes and metric != "energy" else ""
             rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + f" | {wall} |")
-    head = ("| cell | test MAE | " + " | ".join(INIT_NAMES.get(i, i) for i in args.inits)
-            + " | min/run |")
-    sep = "|---|---|" + "---|" * len(args.inits) + "---|"
+    labels = [label for label, _, _ in starts(args)]
+    head = "| cell | test MAE | " + " | ".join(map(label_name, labels)) + " | min/run |"
+    sep = "|---|---|" + "---|" * len(labels) + "---|"
     return "\n".join([head, sep, *rows])
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/pretraining_benefit", help="root of every run's folder")
-    p.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {', '.join(CELLS)}")
+    p.add_argument("--cells", default=",".join(CELLS),
+                   help=f"comma list of cells: TARGET-Nk (QM9, N,000 labels) or a molecule with a "
+                        f"trajectory in --md17-dir, optionally -Eep for E epochs "
+                        f"(default: {','.join(CELLS)})")
     p.add_argument("--inits", default="scratch,emgp,denoise", help="comma list of scratch, emgp, denoise")
     p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds (comma list)")
+    p.add_argument("--pretrain-seeds", default="0",
+                   help="pretraining seeds (comma list); each pretrained init is fine-tuned from each")
     p.add_argument("--md17-dir", default=str(MD17_DIR),
                    help="folder of the trajectories: NAME.npz (scripts/make_md17_xtb.sh), or the "
                         "real md17_NAME.npz / rmd17_NAME.npz")
@@ -218,14 +266,22 @@ def main(argv=None) -> None:
     args.cells = [c for c in args.cells.split(",") if c]
     args.inits = [i for i in args.inits.split(",") if i]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    unknown = [c for c in args.cells if c not in CELLS] + [i for i in args.inits if i not in INIT_NAMES]
+    args.pretrain_seeds = [int(s) for s in args.pretrain_seeds.split(",") if s]
+    unknown = [i for i in args.inits if i not in INIT_NAMES]
     if unknown:
-        p.error(f"unknown cell or init: {', '.join(unknown)}")
+        p.error(f"unknown init: {', '.join(unknown)} (choose from {', '.join(INIT_NAMES)})")
+    for cell in args.cells:
+        try:
+            cell_spec(cell, Path(args.md17_dir))
+        except ValueError as e:
+            p.error(str(e))
     if "scratch" not in args.inits:
         p.error("--inits must include scratch (the baseline)")
     args.checkpoint = [tuple(c.split("=", 1)) for c in args.checkpoint]
     if any(len(c) != 2 or c[0] not in PRETRAIN for c in args.checkpoint):
         p.error("--checkpoint takes INIT=PATH with INIT one of emgp, denoise")
+    if args.checkpoint and args.pretrain_seeds != [0]:
+        p.error("--checkpoint replaces stage 1, so it takes no --pretrain-seeds")
     if not args.report:
         execute(plan(args), args.jobs)
     print(report(args))
