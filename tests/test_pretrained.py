@@ -74,11 +74,16 @@ def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cac
     """benchmarks/pretraining_benefit/run.py: cached, resumable runs and the mean ± std table."""
     name = "qm9-egnn-4x64-emgp"
     cmd = [sys.executable, "benchmarks/pretraining_benefit/run.py", "--out", str(tmp_path),
-           "--cells", "homo-1k", "--seeds", "0,1", "--inits", "scratch,emgp", "--jobs", "2",
+           "--cells", "homo-1k", "--seeds", "0,1", "--inits", "scratch,emgp",
            "--checkpoint", f"emgp=pretrained:{name}", "--set", f"data.cache_dir={qm9_cache}",
            "--set", "train.max_steps=2", "--set", "data.max_valid=32", "--set", "data.max_test=32"]
-    first = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert "0 of 4 runs already finished" in first
+    # two invocations at once share the work: every run starts exactly once
+    procs = [subprocess.Popen(cmd + ["--jobs", "1"], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [proc.communicate()[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    assert sum(out.count(" start  ") for out in outs) == 4, outs
+    first = outs[0]
     row = next(ln for ln in first.splitlines() if ln.startswith("| homo-1k"))
     assert row.count("±") == 2 and "(n=2)" in row and "%)" in row
     again = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -122,3 +127,17 @@ def test_benefit_pretraining_seeds_get_their_own_starts():
     assert run.starts(args) == [("scratch", "scratch", 0), ("emgp", "emgp", 0), ("emgp-p1", "emgp", 1),
                                 ("denoise", "denoise", 0), ("denoise-p1", "denoise", 1)]
     assert run.label_name("denoise-p1") == "denoising (pretraining seed 1)"
+
+
+def test_benefit_runs_are_locked_against_a_second_invocation(tmp_path):
+    """A run another live process holds is waited for, not started twice; a dead holder's lock
+    is taken over."""
+    run = _benefit_runner()
+    task = run.Task("homo-1k scratch seed 0", tmp_path / "a", [], "metrics.json")
+    assert run.claim(task) is None  # free: ours now
+    assert (task.out / "RUNNING").read_text().split()[0] == str(__import__("os").getpid())
+    assert run.claim(task) == __import__("os").getpid()  # held by a live process
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (task.out / "RUNNING").write_text(f"{dead.pid}\n")
+    assert run.claim(task) is None  # its holder is gone

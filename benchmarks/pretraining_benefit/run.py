@@ -149,21 +149,60 @@ def plan(args) -> list[Task]:
     return tasks
 
 
+def _live(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def claim(task: Task) -> int | None:
+    """Take ``task``'s lock (``RUNNING`` in its folder, holding a pid); None if taken, or the pid
+    of the live process of another invocation that holds it. A dead holder's lock is taken over
+    (its run resumes from resume.pt). Locks are per machine: pids are checked locally."""
+    task.out.mkdir(parents=True, exist_ok=True)
+    lock = task.out / "RUNNING"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = 0
+            if pid and _live(pid):
+                return pid
+            lock.unlink(missing_ok=True)
+            continue
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return None
+
+
 def execute(tasks: list[Task], jobs: int) -> None:
-    """Run the unfinished tasks, ``jobs`` at a time, first ready first; a failure stops new starts."""
+    """Run the unfinished tasks, ``jobs`` at a time, first ready first; a failure stops new starts.
+
+    Several invocations (same --out, same machine) share the work: a task another one is running
+    is waited for, not started twice.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     todo = [t for t in tasks if not t.done]
     finished = {t.name for t in tasks if t.done}
     print(f"{len(tasks) - len(todo)} of {len(tasks)} runs already finished; {len(todo)} to go, "
           f"{jobs} at a time", flush=True)
     running: dict[str, tuple[Task, subprocess.Popen, float]] = {}
+    elsewhere: list[Task] = []  # run by another invocation
     failed = []
     start = time.time()
-    while todo or running:
+    while todo or running or elsewhere:
         for name, (task, proc, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
+            (task.out / "RUNNING").unlink(missing_ok=True)
             minutes = (time.time() - t0) / 60
             if proc.returncode == 0:
                 if task.done_file == "DONE":
@@ -175,9 +214,20 @@ def execute(tasks: list[Task], jobs: int) -> None:
                 failed.append(name)
                 print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {proc.returncode}); "
                       f"see {task.out / 'run.log'}", flush=True)
+        for task in list(elsewhere):
+            if task.done:
+                elsewhere.remove(task)
+                finished.add(task.name)
+                print(f"[{time.strftime('%H:%M:%S')}] done   {task.name} (by another invocation)",
+                      flush=True)
+            elif not (task.out / "RUNNING").exists():  # its invocation stopped: ours again
+                elsewhere.remove(task)
+                todo.insert(0, task)
+        if failed and not running:
+            break
         ready = [t for t in todo if all(n in finished for n in t.needs)
                  and all(p.is_file() for p in t.inputs)] if not failed else []
-        if todo and not ready and not running and not failed:
+        if todo and not ready and not running and not elsewhere and not failed:
             missing = sorted({str(p) for t in todo for p in t.inputs if not p.is_file()})
             names = ",".join(sorted({Path(m).stem.split("md17_")[-1] for m in missing}))
             sys.exit(f"missing trajectories {', '.join(missing)}: make them with "
@@ -188,13 +238,18 @@ def execute(tasks: list[Task], jobs: int) -> None:
             if task.done:  # finished meanwhile by another invocation
                 finished.add(task.name)
                 continue
-            task.out.mkdir(parents=True, exist_ok=True)
+            holder = claim(task)
+            if holder is not None:
+                elsewhere.append(task)
+                print(f"[{time.strftime('%H:%M:%S')}] wait   {task.name} (run by pid {holder})",
+                      flush=True)
+                continue
             log = open(task.out / "run.log", "a")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            (task.out / "RUNNING").write_text(f"{proc.pid}\n")  # the run itself holds the lock
             running[task.name] = (task, proc, time.time())
             print(f"[{time.strftime('%H:%M:%S')}] start  {task.name}", flush=True)
-        if failed and not running:
-            break
         time.sleep(2)
     print(f"wall time {(time.time() - start) / 60:.1f} min", flush=True)
     if failed:
