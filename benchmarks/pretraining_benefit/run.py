@@ -12,7 +12,9 @@ Stage 3 prints the table (mean ± std over seeds, and the change against scratch
 Every run is a ``denoise3d`` CLI call with its own output folder under --out. A finished run
 (metrics.json, or DONE for pretraining) is never redone; an interrupted one continues from its
 resume.pt. Cells run in priority order (HOMO 1k and aspirin first), ``--jobs`` at a time with one
-thread each, so a stopped benchmark leaves the most important cells complete.
+thread each, so a stopped benchmark leaves the most important cells complete. Invocations on the
+same machine may share one --out: each run holds a lock (RUNNING, its pid) while it runs, so a
+second invocation waits for it instead of starting it again.
 
     python benchmarks/pretraining_benefit/run.py                 # everything (~4 h on 2 cores)
     python benchmarks/pretraining_benefit/run.py --report        # the table of what has finished
