@@ -10,6 +10,8 @@ of a GFN2-xTB trajectory it never saw and compare them with the xTB forces:
 
     python benchmarks/pretraining_benefit/zero_shot.py                 # aspirin, ethanol, malonaldehyde
     python benchmarks/pretraining_benefit/zero_shot.py --frames 200 --md17-dir /data/md17
+    python benchmarks/pretraining_benefit/zero_shot.py \
+        --checkpoints runs/pretraining_benefit/pretrain/denoise-p1/pretrain.pt   # any pretrain checkpoint
 """
 
 from __future__ import annotations
@@ -31,17 +33,17 @@ from denoise3d.train.checkpoint import load_checkpoint  # noqa: E402
 from denoise3d.units import KCALMOL_EV  # noqa: E402
 
 
-def forces_of_energy_model(name: str, ds, idx) -> tuple[np.ndarray, np.ndarray] | None:
+def forces_of_energy_model(init: str, ds, idx) -> tuple[np.ndarray, np.ndarray] | None:
     """(F = −∇E of the checkpoint's own energy head (arbitrary energy unit per Å), the
     trajectory's forces (eV/Å)), both (n_atoms_total, 3); None without an energy model."""
-    ckpt = load_checkpoint(pretrained.resolve(pretrained.PREFIX + name), kind="pretrain")
+    ckpt = load_checkpoint(pretrained.resolve(init), kind="pretrain")
     found = build.pretrained_energy_head(ckpt)
     if found is None:
         return None
     from denoise3d.config import ModelConfig
     from denoise3d.models.heads import EnergyHead, energy_and_forces
 
-    backbone = build.backbone_from_checkpoint(ckpt, ModelConfig(**ckpt["config"]["model"]), name)
+    backbone = build.backbone_from_checkpoint(ckpt, ModelConfig(**ckpt["config"]["model"]), init)
     head = EnergyHead(ckpt["backbone"]["kwargs"]["hidden"])
     head.load_state_dict(found[1])
     backbone.eval(), head.eval()
@@ -58,6 +60,8 @@ def main(argv=None) -> None:
     p.add_argument("--molecules", default="aspirin,ethanol,malonaldehyde")
     p.add_argument("--frames", type=int, default=500, help="frames per molecule (evenly spaced)")
     p.add_argument("--md17-dir", default=str(MD17_DIR))
+    p.add_argument("--checkpoints", default=",".join(pretrained.PREFIX + n for n in pretrained.available()),
+                   help="comma list of pretrain checkpoints: paths or pretrained:NAME (default: the shipped ones)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print("| molecule | pretrained | cosine(F, F_xTB) | best-scale MAE (kcal/mol/Å) | zero-force MAE (kcal/mol/Å) |")
@@ -66,8 +70,8 @@ def main(argv=None) -> None:
         path = trajectory(Path(args.md17_dir), mol)
         ds = load_md17(path)
         idx = np.linspace(0, len(ds) - 1, min(args.frames, len(ds))).astype(np.int64)
-        for name in pretrained.available():
-            found = forces_of_energy_model(name, ds, idx)
+        for init in args.checkpoints.split(","):
+            found = forces_of_energy_model(init, ds, idx)
             if found is None:
                 continue
             f, ref = found
@@ -75,6 +79,7 @@ def main(argv=None) -> None:
             a = float((f * ref).sum() / (f * f).sum())
             mae = float(np.abs(a * f - ref).mean()) / KCALMOL_EV
             zero = float(np.abs(ref).mean()) / KCALMOL_EV
+            name = init.removeprefix(pretrained.PREFIX)
             print(f"| {mol} | {name} | {cos:.3f} | {mae:.2f} | {zero:.2f} |", flush=True)
 
 
