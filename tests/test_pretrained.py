@@ -2,6 +2,7 @@
 and the issue-9 benchmark's fine-tuning stage runs from them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -135,8 +136,8 @@ def test_benefit_runs_are_locked_against_a_second_invocation(tmp_path):
     run = _benefit_runner()
     task = run.Task("homo-1k scratch seed 0", tmp_path / "a", [], "metrics.json")
     assert run.claim(task) is None  # free: ours now
-    assert (task.out / "RUNNING").read_text().split()[0] == str(__import__("os").getpid())
-    assert run.claim(task) == __import__("os").getpid()  # held by a live process
+    assert (task.out / "RUNNING").read_text().split()[0] == str(os.getpid())
+    assert run.claim(task) == os.getpid()  # held by a live process
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (task.out / "RUNNING").write_text(f"{dead.pid}\n")

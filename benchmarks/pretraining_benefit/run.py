@@ -106,6 +106,11 @@ class Task:
     def done(self) -> bool:
         return (self.out / self.done_file).is_file()
 
+    @property
+    def lock(self) -> Path:
+        """Held while the run runs: a file holding the pid of the process running it."""
+        return self.out / "RUNNING"
+
 
 def starts(args) -> list[tuple[str, str, int]]:
     """(folder label, init, pretraining seed) of every start: scratch, then each pretrained
@@ -124,9 +129,10 @@ def label_name(label: str) -> str:
 
 def plan(args) -> list[Task]:
     out = Path(args.out)
-    tasks, checkpoints = [], dict(args.checkpoint)
-    for label, init, ps in starts(args):
-        if init == "scratch" or label in checkpoints:
+    given, all_starts = dict(args.checkpoint), starts(args)
+    tasks, checkpoints = [], dict(given)
+    for label, init, ps in all_starts:
+        if init == "scratch" or label in given:
             continue
         run = out / "pretrain" / label
         seed = [f"train.seed={ps}"] if ps else []
@@ -138,12 +144,12 @@ def plan(args) -> list[Task]:
         config, overrides = cell_spec(cell, Path(args.md17_dir))
         trajectory_file = [Path(overrides["data.path"])] if "data.path" in overrides else []
         for seed in args.seeds:
-            for label, init, _ in starts(args):
+            for label, init, _ in all_starts:
                 run = out / "finetune" / cell / label / f"seed{seed}"
                 sets = {**overrides, "train.seed": seed, "train.out": run}
                 if init != "scratch":
                     sets["finetune.init"] = checkpoints[label]
-                needs = [f"pretrain {label}"] if any(t.name == f"pretrain {label}" for t in tasks) else []
+                needs = [] if init == "scratch" or label in given else [f"pretrain {label}"]
                 tasks.append(Task(f"{cell} {label} seed {seed}", run,
                                   ["finetune", str(HERE / config), *(f"{k}={v}" for k, v in sets.items()),
                                    *args.set],
@@ -161,23 +167,28 @@ def _live(pid: int) -> bool:
     return True
 
 
+def holder(task: Task) -> int | None:
+    """The pid of the live process holding ``task``'s lock, or None (no lock, or a dead holder)."""
+    try:
+        pid = int(task.lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _live(pid) else None
+
+
 def claim(task: Task) -> int | None:
-    """Take ``task``'s lock (``RUNNING`` in its folder, holding a pid); None if taken, or the pid
-    of the live process of another invocation that holds it. A dead holder's lock is taken over
-    (its run resumes from resume.pt). Locks are per machine: pids are checked locally."""
+    """Take ``task``'s lock; None if taken, or the pid of the live process of another invocation
+    that holds it. A dead holder's lock is taken over (its run resumes from resume.pt). Locks are
+    per machine: pids are checked locally."""
     task.out.mkdir(parents=True, exist_ok=True)
-    lock = task.out / "RUNNING"
     while True:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(task.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = 0
-            if pid and _live(pid):
+            pid = holder(task)
+            if pid is not None:
                 return pid
-            lock.unlink(missing_ok=True)
+            task.lock.unlink(missing_ok=True)
             continue
         os.write(fd, f"{os.getpid()}\n".encode())
         os.close(fd)
@@ -204,7 +215,7 @@ def execute(tasks: list[Task], jobs: int) -> None:
             if proc.poll() is None:
                 continue
             del running[name]
-            (task.out / "RUNNING").unlink(missing_ok=True)
+            task.lock.unlink(missing_ok=True)
             minutes = (time.time() - t0) / 60
             if proc.returncode == 0:
                 if task.done_file == "DONE":
@@ -222,7 +233,7 @@ def execute(tasks: list[Task], jobs: int) -> None:
                 finished.add(task.name)
                 print(f"[{time.strftime('%H:%M:%S')}] done   {task.name} (by another invocation)",
                       flush=True)
-            elif not (task.out / "RUNNING").exists():  # its invocation stopped: ours again
+            elif holder(task) is None:  # its holder stopped: ours again (resumes)
                 elsewhere.remove(task)
                 todo.insert(0, task)
         if failed and not running:
@@ -231,7 +242,7 @@ def execute(tasks: list[Task], jobs: int) -> None:
                  and all(p.is_file() for p in t.inputs)] if not failed else []
         if todo and not ready and not running and not elsewhere and not failed:
             missing = sorted({str(p) for t in todo for p in t.inputs if not p.is_file()})
-            names = ",".join(sorted({Path(m).stem.split("md17_")[-1] for m in missing}))
+            names = ",".join(sorted(Path(m).stem for m in missing))  # missing: NAME.npz
             sys.exit(f"missing trajectories {', '.join(missing)}: make them with "
                      f"scripts/make_md17_xtb.sh --molecules {names}, or pass --md17-dir")
         while ready and len(running) < jobs:
@@ -240,16 +251,16 @@ def execute(tasks: list[Task], jobs: int) -> None:
             if task.done:  # finished meanwhile by another invocation
                 finished.add(task.name)
                 continue
-            holder = claim(task)
-            if holder is not None:
+            other = claim(task)
+            if other is not None:
                 elsewhere.append(task)
-                print(f"[{time.strftime('%H:%M:%S')}] wait   {task.name} (run by pid {holder})",
+                print(f"[{time.strftime('%H:%M:%S')}] wait   {task.name} (run by pid {other})",
                       flush=True)
                 continue
             log = open(task.out / "run.log", "a")  # noqa: SIM115 - closed with the process
             proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-            (task.out / "RUNNING").write_text(f"{proc.pid}\n")  # the run itself holds the lock
+            task.lock.write_text(f"{proc.pid}\n")  # the run itself holds the lock
             running[task.name] = (task, proc, time.time())
             print(f"[{time.strftime('%H:%M:%S')}] start  {task.name}", flush=True)
         time.sleep(2)
@@ -269,14 +280,14 @@ def _stat(values: list[float]) -> str:
 def report(args) -> str:
     """A markdown table: mean ± std over finished seeds, and each start's change vs scratch."""
     out = Path(args.out)
-    rows = []
+    rows, labels = [], [label for label, _, _ in starts(args)]
     for cell in args.cells:
         md17 = "data.path" in cell_spec(cell, Path(args.md17_dir))[1]
         for metric, key, unit in ([("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
                                    ("energy", "test_energy_mae_kcal_mol", "kcal/mol")] if md17
                                   else [("MAE", "test_mae", "meV")]):
             values, minutes = {}, []
-            for label, _, _ in starts(args):
+            for label in labels:
                 done = [p for p in sorted((out / "finetune" / cell / label).glob("seed*/metrics.json"))
                         if int(p.parent.name[4:]) in args.seeds]
                 values[label] = [json.loads(p.read_text())[key] for p in done]
@@ -285,14 +296,13 @@ def report(args) -> str:
                             for p in done]
             base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
             cols = []
-            for label, _, _ in starts(args):
+            for label in labels:
                 text = _stat(values[label])
                 if label != "scratch" and base and values[label]:
                     text += f" ({100 * (statistics.fmean(values[label]) / base - 1):+.0f} %)"
                 cols.append(text)
             wall = f"{statistics.fmean(minutes):.1f}" if minutes and metric != "energy" else ""
             rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + f" | {wall} |")
-    labels = [label for label, _, _ in starts(args)]
     head = "| cell | test MAE | " + " | ".join(map(label_name, labels)) + " | min/run |"
     sep = "|---|---|" + "---|" * len(labels) + "---|"
     return "\n".join([head, sep, *rows])
@@ -322,8 +332,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.cells = [c for c in args.cells.split(",") if c]
     args.inits = [i for i in args.inits.split(",") if i]
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    args.pretrain_seeds = [int(s) for s in args.pretrain_seeds.split(",") if s]
+    for flag in ("seeds", "pretrain_seeds"):
+        try:
+            setattr(args, flag, [int(s) for s in getattr(args, flag).split(",") if s])
+        except ValueError:
+            p.error(f"--{flag.replace('_', '-')} takes a comma list of integers, got {getattr(args, flag)!r}")
     unknown = [i for i in args.inits if i not in INIT_NAMES]
     if unknown:
         p.error(f"unknown init: {', '.join(unknown)} (choose from {', '.join(INIT_NAMES)})")
