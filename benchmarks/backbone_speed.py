@@ -41,7 +41,7 @@ from denoise3d import build  # noqa: E402
 from denoise3d.config import load_config  # noqa: E402
 from denoise3d.data.batch import collate  # noqa: E402
 from denoise3d.models import EnergyHead, energy_and_forces  # noqa: E402
-from denoise3d.models.graph import radius_edges  # noqa: E402
+from denoise3d.models.neighbours import radius_edges  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "backbones"
 NAMES = ("egnn", "schnet", "painn", "torchmd_et", "gns", "gns_tat")

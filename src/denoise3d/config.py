@@ -188,9 +188,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 base: dict | None = None) -> Config:
     """Config from a YAML file (or ``base``, or defaults) plus ``section.key=value`` overrides.
 
-    Override values are parsed as YAML (``train.lr=1e-3``, ``train.max_steps=null``).
+    Override values are parsed as YAML (``train.lr=1e-3``, ``train.max_steps=null``). The dotted
+    names of the keys the file and the overrides set are kept in ``cfg.explicit`` (not a field:
+    not saved), so that a key that does not apply to the chosen dataset can be refused.
     """
     tree: dict = copy.deepcopy(base) if base is not None else {}
+    yaml_tree: dict = {}  # what the file sets (for explicit_keys; base values are not explicit)
     source = "defaults" if base is None else "checkpoint config"
     if path is not None:
         path = Path(path)
@@ -198,6 +201,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             raise ConfigError(f"config file not found: {path}")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
+            yaml_tree = copy.deepcopy(tree)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         source = str(path)
@@ -210,7 +214,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         except yaml.YAMLError:
             value = raw
         _set(tree, key.strip(), value)
-    return _fill(Config, tree, "", source if not overrides else f"{source} + overrides")
+    cfg = _fill(Config, tree, "", source if not overrides else f"{source} + overrides")
+    cfg.explicit = frozenset(_leaves(yaml_tree)) | {k.split("=", 1)[0].strip() for k in overrides}
+    return cfg
+
+
+def _leaves(tree, prefix: str = "") -> list[str]:
+    """Dotted names of the values set in a (YAML) tree: ``["data.dataset", "train.lr", ...]``."""
+    if not isinstance(tree, dict):
+        return [prefix] if prefix else []
+    return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def explicit_keys(cfg: Config, section: str) -> set[str]:
+    """The keys of ``section`` that the user set (in the YAML file or an override), without the
+    section prefix; empty for configs read back from a checkpoint (see :func:`load_config`)."""
+    prefix = f"{section}."
+    return {k[len(prefix):] for k in getattr(cfg, "explicit", ()) if k.startswith(prefix)}
 
 
 def to_dict(cfg) -> dict:

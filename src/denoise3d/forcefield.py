@@ -17,7 +17,7 @@ import numpy as np
 
 from denoise3d import build
 from denoise3d.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
-from denoise3d.objectives.forces import EnergyForceRegression
+from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from denoise3d.train.evaluate import force_field_errors
 from denoise3d.train.loop import Trainer, resolve_device

@@ -11,7 +11,7 @@ import torch
 
 from denoise3d import build
 from denoise3d.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
-from denoise3d.objectives.finetune import PropertyRegression
+from denoise3d.objectives.property import PropertyRegression
 from denoise3d.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 from denoise3d.train.evaluate import objective_loss, property_mae
 from denoise3d.train.loop import Trainer, resolve_device

@@ -17,7 +17,7 @@ import torch
 from denoise3d import build
 from denoise3d.config import ConfigError, DataConfig
 from denoise3d.data.batch import collate
-from denoise3d.data.graphs import hop_matrix
+from denoise3d.data.bonds import hop_matrix
 from denoise3d.data.md17 import frame_split, load_md17, read_md17, write_md17
 from denoise3d.testing.molecules import molecule
 from denoise3d.units import BOHR_ANGSTROM, KCALMOL_EV

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from denoise3d.models import build_backbone
-from denoise3d.objectives.forces import EnergyForceRegression
+from denoise3d.objectives.energy_force import EnergyForceRegression
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 
 from denoise3d.models import BACKBONES, build_backbone
 from denoise3d.objectives import build_objective
-from denoise3d.objectives.finetune import PropertyRegression
+from denoise3d.objectives.property import PropertyRegression
 from denoise3d.testing import molecule_batch
 
 H = 16

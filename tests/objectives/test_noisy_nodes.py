@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from denoise3d.models.ops import scatter_sum
-from denoise3d.objectives.finetune import PropertyRegression
+from denoise3d.objectives.property import PropertyRegression
 
 
 def _batch(helpers):

@@ -8,7 +8,7 @@ from torch import nn
 from denoise3d.build import make_backbone
 from denoise3d.config import ModelConfig, TrainConfig
 from denoise3d.data.dataset import BatchLoader
-from denoise3d.objectives.finetune import PropertyRegression
+from denoise3d.objectives.property import PropertyRegression
 from denoise3d.data.batch import Molecule
 from denoise3d.testing.molecules import fixture_molecules, molecule_batch
 from denoise3d.train.loop import Trainer

@@ -47,7 +47,7 @@ def test_sigkill_and_resume_is_bit_identical(qm9_cache, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     ck = torch.load(out / "resume.pt", weights_only=True)
-    assert (ck["step"], ck["epoch"], ck["pos"]) == (3, 0, 3)  # mid-epoch
+    assert (ck["step"], ck["epoch"], ck["batches_done"]) == (3, 0, 3)  # mid-epoch
     assert not (out / "pretrain.pt").exists()
     assert main([*common, f"train.out={out}", "train.resume=true"]) == 0
 

@@ -110,9 +110,9 @@ def hops_to_edge_type(hops: torch.Tensor) -> torch.Tensor:
 def collate(mols: Sequence[Molecule]) -> Batch:
     """Batch molecules into one fully connected graph with hop edge types.
 
-    Molecules without ``hops`` get bonds from covalent radii (see :mod:`denoise3d.data.graphs`).
+    Molecules without ``hops`` get bonds from covalent radii (see :mod:`denoise3d.data.bonds`).
     """
-    from denoise3d.data.graphs import hop_matrix  # local import: graphs imports this module
+    from denoise3d.data.bonds import hop_matrix  # local import: graphs imports this module
 
     natoms = torch.tensor([len(m.z) for m in mols], dtype=torch.long)
     z = torch.from_numpy(np.concatenate([np.asarray(m.z, dtype=np.int64) for m in mols]))

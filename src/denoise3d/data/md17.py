@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.data.graphs import hop_matrix
+from denoise3d.data.bonds import hop_matrix
 from denoise3d.units import BOHR_ANGSTROM, TO_INTERNAL
 
 LAYOUTS = {  # layout: (atomic numbers, positions, energies, forces)

@@ -40,7 +40,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from denoise3d.data.elements import COVALENT_RADII, MAX_Z, SYMBOLS
-from denoise3d.data.graphs import BOND_FACTOR, MAX_HOP, hops_from_adjacency
+from denoise3d.data.bonds import BOND_FACTOR, MAX_HOP, hops_from_adjacency
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,7 +80,7 @@ def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def covalent_bonds_padded(z: np.ndarray, pos: np.ndarray, valid: np.ndarray,
                           factor: float = BOND_FACTOR) -> np.ndarray:
     """(b, m, m) bool bonds of a zero-padded stack: ``z`` (b, m), ``pos`` (b, m, 3) Å, ``valid``
-    (b, m) bool. Same rule and arithmetic as :func:`denoise3d.data.graphs.covalent_bonds`."""
+    (b, m) bool. Same rule and arithmetic as :func:`denoise3d.data.bonds.covalent_bonds`."""
     r = COVALENT_RADII[z]  # (b, m)
     d = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)  # (b, m, m)
     adj = d < factor * (r[:, :, None] + r[:, None, :])

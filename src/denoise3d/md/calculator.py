@@ -3,7 +3,7 @@
 Energies in eV, forces in eV/Å (ASE's units, also ours). Each call builds the one-molecule
 :class:`~denoise3d.data.batch.Batch` of the current positions: the fully connected graph with the
 3D-EMGP hop edge types. The bond topology is **fixed** from the first structure the calculator
-sees (covalent radii, :mod:`denoise3d.data.graphs`) and reused while the atomic numbers stay the
+sees (covalent radii, :mod:`denoise3d.data.bonds`) and reused while the atomic numbers stay the
 same: bonds must not flip during MD (a stretched C–H crossing the bond threshold would change the
 edge types, hence the energy, discontinuously), and training saw one topology per trajectory too.
 :meth:`Denoise3DCalculator.reset_topology` forgets it. Periodic cells are not supported.
@@ -18,7 +18,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from denoise3d.data.batch import Molecule, collate
-from denoise3d.data.graphs import hop_matrix
+from denoise3d.data.bonds import hop_matrix
 
 __all__ = ["Denoise3DCalculator"]
 

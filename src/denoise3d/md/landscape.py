@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from denoise3d.data.batch import Molecule, collate
-from denoise3d.data.graphs import hop_matrix
+from denoise3d.data.bonds import hop_matrix
 
 
 def random_directions(n_atoms: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

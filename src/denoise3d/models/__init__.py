@@ -3,14 +3,17 @@
 ``s`` (n_atoms, F) invariant node features; ``v`` (n_atoms, 3, F) equivariant vector features or
 ``None`` for architectures without them (EGNN as used by 3D-EMGP, SchNet, GNS, GNS-TAT).
 Radius-graph backbones (all but EGNN) build their neighbour lists inside ``forward`` from the
-positions they are given (:mod:`denoise3d.models.graph`).
+positions they are given (:mod:`denoise3d.models.neighbours`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from torch import nn
+
+from denoise3d.config import ConfigError, ModelConfig
 
 from denoise3d.models.egnn import EGNN
 from denoise3d.models.gns import GNS, GNSTAT
@@ -20,7 +23,7 @@ from denoise3d.models.painn import PaiNN
 from denoise3d.models.schnet import SchNet
 from denoise3d.models.torchmd_et import TorchMDET
 
-__all__ = ["BACKBONES", "build_backbone", "backbone_parameters", "EGNN", "SchNet", "PaiNN",
+__all__ = ["BACKBONES", "build_backbone", "backbone_parameters", "model_kwargs", "backbone_from_config", "EGNN", "SchNet", "PaiNN",
            "TorchMDET", "GNS", "GNSTAT", "EnergyHead", "PropertyHead", "ClassifierHead",
            "energy_and_forces", "graph_embedding"]
 
@@ -53,3 +56,32 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for backbone {name!r}; "
                          f"known: {', '.join(params)}")
     return cls(**kwargs)
+
+
+def model_kwargs(cfg: ModelConfig) -> dict:
+    """The backbone's keyword arguments: hidden, layers and every optional setting that is set.
+
+    Settings left at None are not passed (the backbone's default applies), so the kwargs of a
+    backbone that takes none of them (EGNN) stay ``{hidden, layers}``. A setting the backbone
+    does not accept is a ConfigError rather than silently ignored.
+    """
+    kwargs = {"hidden": cfg.hidden, "layers": cfg.layers}
+    optional = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.name not in ("backbone", "hidden", "layers")}
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"unknown model.backbone {cfg.backbone!r} "
+                          f"(known: {', '.join(sorted(BACKBONES))})")
+    accepted = backbone_parameters(cfg.backbone)
+    for key, value in optional.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            raise ConfigError(f"model.{key}={value} is not a setting of backbone "
+                              f"{cfg.backbone!r} (it takes: {', '.join(accepted)})")
+        kwargs[key] = value
+    return kwargs
+
+
+def backbone_from_config(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialised backbone of ``model.*`` (draws from torch's RNG)."""
+    return build_backbone(cfg.backbone, **model_kwargs(cfg))

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.graph import radius_edges
+from denoise3d.models.neighbours import radius_edges
 from denoise3d.models.ops import scatter_sum, shifted_softplus
 from denoise3d.models.radial import BesselRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 from denoise3d.models.tat import TailoredReLU, negative_slope

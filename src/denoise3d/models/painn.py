@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.graph import radius_edges
+from denoise3d.models.neighbours import radius_edges
 from denoise3d.models.ops import scatter_sum
 from denoise3d.models.radial import BesselRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 

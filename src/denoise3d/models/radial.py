@@ -1,6 +1,6 @@
 """Distance featurisation shared by the radius-graph backbones: cutoff, radial bases, edge types.
 
-All take distances ``d`` (E,) in Å (≥ 1e-6, from :func:`denoise3d.models.graph.radius_edges`)
+All take distances ``d`` (E,) in Å (≥ 1e-6, from :func:`denoise3d.models.neighbours.radius_edges`)
 and return (E, K) features::
 
     cosine cutoff     f_c(d) = ½ (cos(π d / c) + 1)  for d < c, else 0        (SchNet, PaiNN, ET)

@@ -1,6 +1,6 @@
 """SchNet (Schütt et al. 2017) as used by 3D-EMGP (App. B.4): continuous-filter convolutions.
 
-On the radius graph (``d_ij < cutoff``, :func:`~denoise3d.models.graph.radius_edges`), per
+On the radius graph (``d_ij < cutoff``, :func:`~denoise3d.models.neighbours.radius_edges`), per
 interaction block, for every edge ``(i, j)`` (i receives)::
 
     e_ij = [Gaussian_RBF(d_ij) | onehot(hop_ij)]             (onehot only if edge_types)
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.graph import radius_edges
+from denoise3d.models.neighbours import radius_edges
 from denoise3d.models.ops import scatter_sum, shifted_softplus
 from denoise3d.models.radial import GaussianRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 

@@ -63,6 +63,11 @@ class Denoise(nn.Module):
         self.noise_head = vector_head(hidden, vector)
         self.type_head = ClassifierHead(hidden, hidden, MAX_Z + 1) if mask_prob > 0 else None
 
+    def energy_model(self) -> nn.Module | None:
+        """With ``vector="gradient"`` the noise head is an energy head whose −∂E/∂X̃ points back
+        to the clean structure: a rough force field to fine-tune from; None otherwise."""
+        return self.noise_head if isinstance(self.noise_head, EnergyHead) else None
+
     def corrupt(self, batch):
         """``(corrupted_batch, ε (n_atoms, 3), mask (n_atoms,) bool)``; never reads ``batch.z``."""
         eps = gaussian_noise(batch.pos, batch.batch, batch.num_graphs, self.centred)

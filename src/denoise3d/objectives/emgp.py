@@ -115,6 +115,12 @@ class EMGP(nn.Module):
     def num_levels(self) -> int:
         return self.sigmas.numel()
 
+    def energy_model(self) -> nn.Module | None:
+        """The head of the energy model E(X̃) whose −∇E learned the score, when the objective has
+        one (``force="gradient"`` with a Riemann or Gaussian target), for fine-tuning a force
+        field from it; None for the direct and distance ablations."""
+        return getattr(self, "energy_head", None)
+
     def corrupt(self, batch):
         """Draw a level per molecule and X̃ ~ Rie_σl(·|X): ``(noisy_pos (n_atoms, 3), levels)``."""
         pos = batch.pos

@@ -89,6 +89,10 @@ class AttrMask(nn.Module):
         self.mask_ratio = float(mask_ratio)
         self.type_head = ClassifierHead(hidden, hidden, MAX_Z + 1)
 
+    def energy_model(self) -> None:
+        """No energy model to fine-tune a force field from."""
+        return None
+
     def corrupt(self, batch):
         """``(masked_batch, mask (n_atoms,) bool)``; the random draw never looks at ``batch.z``."""
         mask = sample_fraction_mask(batch.batch, batch.natoms, self.mask_ratio)

@@ -50,6 +50,10 @@ class PosPred(nn.Module):
         self.mask_ratio, self.vector, self.centroid = float(mask_ratio), vector, centroid
         self.head = vector_head(hidden, vector)
 
+    def energy_model(self) -> None:
+        """No energy model to fine-tune a force field from."""
+        return None
+
     def corrupt(self, batch):
         """``(moved_batch, mask (n_atoms,) bool)``: masked atoms sit at the centroid."""
         n = batch.num_graphs

@@ -1,19 +1,13 @@
-"""Checkpoints are data, not pickles of code: state dicts plus a manifest.
+"""The checkpoint file container: data, not pickles of code, written atomically.
 
-Layout of the saved dict (loads under ``torch.load(weights_only=True)``)::
+Every file is a dict that loads under ``torch.load(weights_only=True)``, with the manifest::
 
     format          "denoise3d-checkpoint"
-    format_version  FORMAT_VERSION
-    kind            "pretrain" | "finetune"
-    config          the resolved Config as a plain dict
-    backbone        {"name", "kwargs", "state"}
-    objectives      {name: {"weight", "params", "state"}}  (heads live in objectives)
-    metrics, step   plain numbers
-    ema, raw        only with train.ema_decay: {"decay", ...} and the raw training weights
-                    {"backbone": state, "objectives": {name: state}}
+    format_version  FORMAT_VERSION (files of READABLE_VERSIONS load)
+    kind            "pretrain" | "finetune" | "resume"
 
-Every "state" holds the weights to evaluate and to fine-tune from: the EMA weights when EMA is
-on (Zaidi et al. evaluate EMA weights), the training weights otherwise.
+What a model checkpoint (pretrain.pt, finetune.pt) holds besides is owned by
+:mod:`denoise3d.jobs.checkpoint`; what a resume file holds by :mod:`denoise3d.train.state`.
 """
 
 from __future__ import annotations
@@ -24,7 +18,8 @@ from pathlib import Path
 import torch
 
 FORMAT = "denoise3d-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model checkpoints gained "task", "labels" and raw weights for every task
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -59,9 +54,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path}: not a readable denoise3d checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a denoise3d checkpoint (no '{FORMAT}' manifest)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
+    if ckpt.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')}, "
-                              f"this denoise3d reads version {FORMAT_VERSION}")
+                              f"this denoise3d reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path}: a {ckpt.get('kind')} checkpoint, expected a {kind} checkpoint")
     return ckpt

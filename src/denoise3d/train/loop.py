@@ -94,7 +94,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.out_dir = Path(out_dir)
         self.step = 0  # optimiser steps taken (skipped ones included)
-        self.epoch, self.pos = 0, 0  # epochs finished; batches done in the current epoch
+        self.epoch, self.batches_done = 0, 0  # epochs finished; batches done in the current epoch
         self.skipped = 0  # steps skipped on a non-finite loss or gradient
         self.history: list[dict] = []  # validation rows
         self.extra: dict = {}  # job state saved with resume checkpoints (e.g. the best epoch)
@@ -211,21 +211,21 @@ class Trainer:
             load_resume(self, resume, counts[0])
             if main:
                 print(f"resuming from {resume}: step {self.step}, epoch {self.epoch + 1}, "
-                      f"batch {self.pos}")
+                      f"batch {self.batches_done}")
         logs = self._open_logs(resumed=resume is not None)
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    mininterval=1.0, disable=not main)
         try:
-            while self.step < total or self.pos > 0:  # pos > 0: finish a resumed epoch's end
+            while self.step < total or self.batches_done > 0:  # > 0: finish a resumed epoch
                 loader.set_epoch(self.epoch)
                 t0 = time.perf_counter()
-                for batch in iter_batches(loader, self.pos):
+                for batch in iter_batches(loader, self.batches_done):
                     if self.step >= total:
                         break
                     loss, row = self.train_step(batch.to(self.device))
                     t1 = time.perf_counter()
                     dt, t0 = t1 - t0, t1  # wall time of the step, batch loading included
-                    self.pos += 1
+                    self.batches_done += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
                     if main and (self.step % cfg.log_every == 0 or self.step == total):
@@ -266,7 +266,7 @@ class Trainer:
 
     def _epoch_end(self, validate, on_epoch_end, logs: dict, bar) -> None:
         self.epoch += 1
-        self.pos = 0
+        self.batches_done = 0
         if validate is not None:
             with self.averaged():
                 metrics = validate()

@@ -5,14 +5,14 @@ steps and at every epoch end. It holds (all loadable with ``torch.load(weights_o
 
     model, optimizer, scheduler, scaler   state dicts (training weights, Adam moments, lr state)
     ema                                   {"state", "num_updates"} or None
-    step, epoch, pos                      optimiser steps; epochs finished; batches done in `epoch`
+    step, epoch, batches_done             optimiser steps; epochs finished; batches done in `epoch`
     skipped, history, extra               skipped steps; validation rows; job state (best epoch)
     rng                                   per rank: torch (CPU, CUDA), numpy and python RNG states
     world_size, steps_per_epoch           checked on resume (same launch geometry and batches)
 
-The data-loader position is (epoch, pos): loaders draw epoch ``e``'s order from ``(seed, e)``, so
-the resumed run skips ``pos`` batches of the same order without building them. With the RNG
-states restored, a run killed at any point (SIGKILL included) and resumed gives bit-identical
+The data-loader position is (epoch, batches_done): loaders draw epoch ``e``'s order from
+``(seed, e)``, so the resumed run skips ``batches_done`` batches of the same order without
+building them. With the RNG states restored, a run killed at any point (SIGKILL included) and resumed gives bit-identical
 parameters to an uninterrupted run on CPU (deterministic kernels, same thread count).
 """
 
@@ -61,7 +61,7 @@ def save_resume(trainer, steps_per_epoch: int) -> Path:
             "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else {},
             "ema": None if trainer.ema is None else {"state": trainer.ema.module.state_dict(),
                                                      "num_updates": trainer.ema.num_updates},
-            "step": trainer.step, "epoch": trainer.epoch, "pos": trainer.pos,
+            "step": trainer.step, "epoch": trainer.epoch, "batches_done": trainer.batches_done,
             "skipped": trainer.skipped, "history": trainer.history, "extra": trainer.extra,
             "rng": rngs, "world_size": trainer.dist.world_size, "steps_per_epoch": steps_per_epoch})
     return path
@@ -99,7 +99,8 @@ def load_resume(trainer, path: Path, steps_per_epoch: int) -> None:
             raise CheckpointError(f"{path}: written without EMA, this run has train.ema_decay set")
         trainer.ema.module.load_state_dict(ck["ema"]["state"])
         trainer.ema.num_updates = ck["ema"]["num_updates"]
-    trainer.step, trainer.epoch, trainer.pos = ck["step"], ck["epoch"], ck["pos"]
+    trainer.step, trainer.epoch = ck["step"], ck["epoch"]
+    trainer.batches_done = ck["batches_done"] if "batches_done" in ck else ck["pos"]  # format 1: "pos"
     trainer.skipped, trainer.history = ck["skipped"], list(ck["history"])
     for k, v in ck["extra"].items():  # in place: jobs hold references to these dicts
         if isinstance(trainer.extra.get(k), dict) and isinstance(v, dict):

@@ -8,7 +8,7 @@ import torch
 
 from denoise3d.config import load_config
 from denoise3d.forcefield import energy_force_objective, report
-from denoise3d.objectives.forces import EnergyForceRegression
+from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.units import KCALMOL_EV
 
 

@@ -10,7 +10,7 @@ from rdkit.Chem import rdDetermineBonds
 from rdkit.Geometry import Point3D
 
 from denoise3d.data.batch import hops_to_edge_type
-from denoise3d.data.graphs import BOND_FACTOR, covalent_bonds, hop_matrix
+from denoise3d.data.bonds import BOND_FACTOR, covalent_bonds, hop_matrix
 from denoise3d.data.storage import compute_hops
 
 RDLogger.DisableLog("rdApp.*")

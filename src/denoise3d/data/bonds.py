@@ -7,7 +7,7 @@ coordinates, so it works for any structure (also noisy or SMILES-less ones) and 
 Measured on all 130,831 QM9 molecules against the bonds of their SMILES (bond multiset by element
 pair): factor 1.15 agrees for 99.97 % of molecules, 1.10 for 99.80 %, 1.2 for 98.7 %, while 1.3
 (RDKit's covFactor default) and RDKit's default connect-the-dots method agree for only ~94.6 %:
-they add cross-ring bonds in strained small rings. ``tests/data/test_graphs.py`` checks both.
+they add cross-ring bonds in strained small rings. ``tests/data/test_bonds.py`` checks both.
 Hops: ``hops[i, j]`` = length of the shortest bond path, 0 on the diagonal, capped at 4
 ("other"; also used for atoms in different fragments).
 """

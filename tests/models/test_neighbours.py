@@ -1,4 +1,4 @@
-"""Radius graphs (models/graph.py) and distance featurisation (models/radial.py)."""
+"""Radius graphs (models/neighbours.py) and distance featurisation (models/radial.py)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from denoise3d.data.batch import Molecule
-from denoise3d.models.graph import radius_edges
+from denoise3d.models.neighbours import radius_edges
 from denoise3d.models.radial import (BesselRBF, ExpNormalRBF, GaussianRBF, cosine_cutoff,
                                      with_edge_types)
 from denoise3d.testing import molecule_batch

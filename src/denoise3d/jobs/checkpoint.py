@@ -1,0 +1,138 @@
+"""The model checkpoint format (``pretrain.pt``, ``finetune.pt``): written and read here only.
+
+Layout (a plain dict in the file container of :mod:`denoise3d.train.checkpoint`)::
+
+    kind         "pretrain" | "finetune"
+    task         "pretrain" | "property" | "energy_force"
+    config       the resolved Config as a plain dict
+    backbone     {"name", "kwargs", "state"}: the architecture and its weights
+    objectives   {name: {"weight", "params", "state"}}: the objectives (they own the heads)
+    labels       {name: {"per", "unit", "report_unit"}}: what a fine-tuned model predicts
+    metrics, step
+    ema, raw     with train.ema_decay: {"decay", "num_updates"} and the raw training weights
+                 {"backbone": state, "objectives": {name: state}}, for every task
+
+Every "state" holds the weights to evaluate and to fine-tune from: the EMA weights when EMA is on
+(Zaidi et al. evaluate EMA weights), the training weights otherwise. Version 1 files (the shipped
+pretrained backbones among them) have no "task" or "labels"; :func:`load` fills both in from
+their config, so they load as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from denoise3d.config import Config, ModelConfig, from_dict, load_config, to_dict
+from denoise3d.models import backbone_from_config, model_kwargs
+from denoise3d.objectives import OBJECTIVES, build_objective
+from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+
+
+def split_state(state: dict, prefix: str) -> dict:
+    """The entries of a state dict under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, weights: dict,
+         params: dict, labels: dict, step: int, metrics: dict, raw: dict | None = None,
+         ema=None) -> Path:
+    """Write a model checkpoint atomically (main process only).
+
+    ``state``: the state dict of the trainer's ``{"backbone", "objectives": {name: ...}}`` module
+    with the weights to evaluate; ``raw``: the same for the training weights when EMA is on
+    (``ema``: the :class:`~denoise3d.train.ema.EMA`); ``weights`` / ``params``: each objective's
+    loss weight and constructor parameters; ``labels``: ``{name: Label}`` a fine-tuned model predicts.
+    """
+    names = list(weights)
+    payload = {
+        "kind": kind, "task": task, "config": to_dict(cfg), "step": step, "metrics": metrics,
+        "backbone": {"name": cfg.model.backbone, "kwargs": model_kwargs(cfg.model),
+                     "state": split_state(state, "backbone.")},
+        "objectives": {n: {"weight": weights[n], "params": params[n],
+                           "state": split_state(state, f"objectives.{n}.")} for n in names},
+        "labels": {n: {"per": lb.per, "unit": lb.unit, "report_unit": lb.report_unit}
+                   for n, lb in labels.items()}}
+    if raw is not None and ema is not None:
+        payload["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
+        payload["raw"] = {"backbone": split_state(raw, "backbone."),
+                          "objectives": {n: split_state(raw, f"objectives.{n}.") for n in names}}
+    save_checkpoint(path, payload)
+    return Path(path)
+
+
+@dataclass
+class Checkpoint:
+    """A model checkpoint read once: its data, its config (with any overrides) and builders."""
+
+    path: str  # as given (a path, or pretrained:NAME)
+    data: dict
+    config: Config
+
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    def objective(self, name: str) -> dict:
+        """The saved entry ``{"weight", "params", "state"}`` of objective ``name``."""
+        if name not in self.data["objectives"]:
+            raise CheckpointError(f"{self.path}: no {name!r} objective in this checkpoint "
+                                  f"(it has {', '.join(self.data['objectives'])})")
+        return self.data["objectives"][name]
+
+    def backbone(self, cfg: ModelConfig | None = None) -> nn.Module:
+        """A backbone of ``cfg``'s architecture (default: the checkpoint's own) with the saved
+        weights; a config whose architecture differs is a one-line error saying what to set."""
+        cfg = self.config.model if cfg is None else cfg
+        saved = self.data["backbone"]
+        want = {"name": cfg.backbone, **model_kwargs(cfg)}
+        have = {"name": saved["name"], **saved["kwargs"]}
+        if want != have:
+            keys = [*have, *(k for k in want if k not in have)]  # unset in the checkpoint: null
+            diff = ", ".join(f"model.{'backbone' if k == 'name' else k}="
+                             f"{'null' if have.get(k) is None else have[k]}"
+                             for k in keys if have.get(k) != want.get(k))
+            raise CheckpointError(f"{self.path}: checkpoint backbone {have} differs from the "
+                                  f"config's {want}; set {diff}")
+        backbone = backbone_from_config(cfg)
+        load_state(backbone, saved["state"], "backbone", self.path)
+        return backbone
+
+    def energy_head(self) -> tuple[str, dict] | None:
+        """``(objective, energy head state)`` of the first pretraining objective that has an
+        energy model (asked through its ``energy_model()``), or None."""
+        hidden = self.config.model.hidden
+        for name, entry in self.data["objectives"].items():
+            if name not in OBJECTIVES:
+                continue
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: not ours
+                objective = build_objective(name, hidden, **entry["params"])
+            load_state(objective, entry["state"], f"{name} objective", self.path)
+            head = objective.energy_model()
+            if head is not None:
+                return name, head.state_dict()
+        return None
+
+
+def load(path: str | Path, kind: str | None = None, overrides: list[str] = ()) -> Checkpoint:
+    """Read a model checkpoint (a path, or ``pretrained:NAME`` for a shipped one) once.
+
+    ``kind``: "pretrain" or "finetune" to refuse the other; ``overrides``: ``section.key=value``
+    applied to its config (e.g. ``data.path=other.npz``, ``train.device=cuda``).
+    """
+    from denoise3d.pretrained import resolve
+
+    data = load_checkpoint(resolve(str(path)), kind=kind)
+    if data["kind"] not in ("pretrain", "finetune"):
+        raise CheckpointError(f"{path}: a {data['kind']} checkpoint, not a model checkpoint")
+    if "task" not in data:  # format version 1
+        data["task"] = ("pretrain" if data["kind"] == "pretrain" else
+                        "energy_force" if "energy_force" in data["objectives"] else "property")
+        data["labels"] = {}
+    cfg = from_dict(data["config"])
+    if overrides:
+        cfg = load_config(None, list(overrides), base=to_dict(cfg))
+    return Checkpoint(str(path), data, cfg)
