@@ -102,19 +102,18 @@ def test_bad_input_is_one_line_error(args, words, capsys):
 def test_energy_force_finetuning_starts_from_the_pretrained_energy_head(
         objective, head, trajectories, tmp_path):
     """finetune.init from an energy model: the force field's energy head starts as its head."""
-    from denoise3d.build import pretrained_energy_head
-    from denoise3d.train.checkpoint import load_checkpoint
+    from denoise3d.jobs import checkpoint
 
     pt = tmp_path / "pt"
     obj = "{" + ", ".join(f"{k}: {v}" for k, v in objective.items()) + "}"
     assert main(["pretrain", *TINY, "data.dataset=md17", "data.split=random",
                  f"data.path={trajectories[0]}", "train.epochs=1", f"pretrain.objectives=[{obj}]", f"train.out={pt}"]) == 0
-    ckpt = load_checkpoint(pt / "pretrain.pt")
-    found = pretrained_energy_head(ckpt)
+    ckpt = checkpoint.load(pt / "pretrain.pt")
+    found = ckpt.energy_head()
     if head is None:
         assert found is None
         return
-    state = ckpt["objectives"][objective["name"]]["state"]
+    state = ckpt.objective(objective["name"])["state"]
     assert found[0] == objective["name"]
     assert {k: v.shape for k, v in found[1].items()} == \
         {k[len(head) + 1:]: v.shape for k, v in state.items() if k.startswith(head + ".")}

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from denoise3d.config import load_config
-from denoise3d.build import make_backbone, make_objectives
+from denoise3d.models import backbone_from_config as make_backbone
+from denoise3d.objectives import objectives_from_recipe
 from denoise3d.train.loop import Trainer
 from denoise3d.train.optim import build_scheduler
 
@@ -27,7 +28,7 @@ def run_two_steps(qm9, tmp_path):
     torch.manual_seed(0)
     cfg = load_config(None, ["model.hidden=16", "model.layers=2", f"train.out={tmp_path}"])
     trainer = Trainer(make_backbone(cfg.model).double(),
-                      {k: (w, o.double()) for k, (w, o) in make_objectives(cfg).items()},
+                      {k: (w, o.double()) for k, (w, o) in objectives_from_recipe(cfg.pretrain.objectives, cfg.model.hidden).items()},
                       cfg.train, tmp_path)
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg.train, 100)
     batch = qm9.batch(MOLECULES).to(dtype=torch.float64)

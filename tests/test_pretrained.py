@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from denoise3d import pretrained
-from denoise3d.build import backbone_from_checkpoint
+from denoise3d.jobs import checkpoint
 from denoise3d.cli import main
 from denoise3d.config import load_config
 from denoise3d.train.checkpoint import CheckpointError, load_checkpoint
@@ -32,7 +32,7 @@ def test_shipped_checkpoint_loads_into_its_card_config(name):
     card = pretrained.card(name)
     assert card.startswith("# ") and f"pretrained:{name}" in card
     cfg = load_config(None, [f"model.{k}={v}" for k, v in ckpt["config"]["model"].items() if v is not None])
-    backbone = backbone_from_checkpoint(ckpt, cfg.model, name)
+    backbone = checkpoint.load(f"pretrained:{name}", kind="pretrain").backbone(cfg.model)
     assert all(torch.isfinite(p).all() for p in backbone.parameters())
     # the card's own example fine-tuning config builds the same architecture
     assert "configs/finetune/qm9_cpu.yaml" in card

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from denoise3d import build
+from denoise3d.objectives import objectives_from_recipe
 from denoise3d.cli import main
 from denoise3d.config import load_config
 from denoise3d.objectives import OBJECTIVES
@@ -65,7 +65,8 @@ def test_paper_recipe_matches_its_cpu_twin(cpu):
     assert _resolved(paper.pretrain.objectives) == _resolved(small.pretrain.objectives)
     assert (paper.finetune.noisy_nodes_weight, paper.finetune.noisy_nodes_sigma) == \
         (small.finetune.noisy_nodes_weight, small.finetune.noisy_nodes_sigma)
-    assert build.make_objectives(paper).keys() == build.make_objectives(small).keys()
+    assert objectives_from_recipe(paper.pretrain.objectives, paper.model.hidden).keys() == \
+        objectives_from_recipe(small.pretrain.objectives, small.model.hidden).keys()
 
 
 @pytest.mark.parametrize("cfg", CPU, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from denoise3d.config import ConfigError, load_config
+from denoise3d.jobs.lock import FolderBusy
 
 
 def _config_and_overrides(args) -> tuple[str | None, list[str]]:
@@ -23,20 +24,20 @@ def _config_and_overrides(args) -> tuple[str | None, list[str]]:
 
 
 def cmd_pretrain(args) -> None:
-    from denoise3d.runs import pretrain
+    from denoise3d.jobs.pretrain import pretrain
 
     pretrain(load_config(*_config_and_overrides(args)))
 
 
 def cmd_finetune(args) -> None:
-    from denoise3d.runs import finetune
+    from denoise3d.jobs.finetune import finetune
 
     metrics = finetune(load_config(*_config_and_overrides(args)))
     print(json.dumps(metrics, indent=2))
 
 
 def cmd_evaluate(args) -> None:
-    from denoise3d.runs import evaluate
+    from denoise3d.jobs.evaluate import evaluate
 
     print(json.dumps(evaluate(args.checkpoint, args.split, args.overrides), indent=2))
 
@@ -107,7 +108,7 @@ def cmd_md(args) -> None:
 
 def cmd_landscape(args) -> None:
     from denoise3d.data.xtb import atoms_from_file
-    from denoise3d.forcefield import load_force_field
+    from denoise3d.jobs.energy_force import load_force_field
     from denoise3d.md.landscape import landscape
 
     _, backbone, objective = load_force_field(args.checkpoint)
@@ -195,9 +196,9 @@ def cmd_data_build(args) -> None:
     from denoise3d.data.writer import CacheWriter
 
     if args.geom:
-        from denoise3d.data.pretraining import _exclude_filter
+        from denoise3d.data.pretraining import exclude_filter
 
-        records = geom.read_geom(args.path, args.top_k, _exclude_filter(args.exclude))
+        records = geom.read_geom(args.path, args.top_k, exclude_filter(args.exclude))
     else:
         records = readers.read_structures(args.path, args.add_hydrogens)
     source = {"dataset": "build", "path": str(Path(args.path).resolve()), "geom": args.geom,
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError, KeyError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError, KeyError,
+            FolderBusy) as e:
         if os.environ.get("DENOISE3D_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from denoise3d import build
+from denoise3d.data.sources import load_data
 from denoise3d.config import ConfigError, DataConfig
 from denoise3d.data.batch import collate
 from denoise3d.data.bonds import hop_matrix
@@ -133,20 +133,20 @@ def test_frame_split_is_3demgp_style():
 def test_load_data_md17_and_rmd17_splits(md17_file, rmd17_file):
     cfg = DataConfig(dataset="md17", path=str(md17_file[0]), split="random", train_frames=25,
                      valid_frames=5)
-    ds, split = build.load_data(cfg)
+    ds, split = load_data(cfg)
     assert [len(split[k]) for k in ("train", "valid", "test", "all")] == [25, 5, 10, 40]
     path, _, perm = rmd17_file
     cfg = DataConfig(dataset="md17", path=str(path), split="rmd17-2", train_frames=15,
                      valid_frames=5)
-    ds, split = build.load_data(cfg)
+    ds, split = load_data(cfg)
     assert np.array_equal(split["test"], np.sort(perm[20:]))
     assert set(split["train"]) | set(split["valid"]) == set(perm[:20])
     with pytest.raises(ValueError, match="has 20 training frames"):
-        build.load_data(dataclasses.replace(cfg, train_frames=19))
+        load_data(dataclasses.replace(cfg, train_frames=19))
     with pytest.raises(ConfigError, match="not a split of a trajectory"):
-        build.load_data(dataclasses.replace(cfg, split="egnn"))
+        load_data(dataclasses.replace(cfg, split="egnn"))
     with pytest.raises(ConfigError, match="needs data.path"):
-        build.load_data(DataConfig(dataset="md17", split="random"))
+        load_data(DataConfig(dataset="md17", split="random"))
 
 
 @pytest.mark.parametrize("change, words", [

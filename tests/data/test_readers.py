@@ -137,7 +137,7 @@ def test_pretraining_split():
 
 
 def test_geom_through_config_and_cli(tmp_path, capsys):
-    from denoise3d.build import load_data
+    from denoise3d.data.sources import load_data
     from denoise3d.cli import main
     from denoise3d.config import DataConfig
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from denoise3d import build
+from denoise3d.jobs.checkpoint import backbone_entry
 from denoise3d.config import load_config, to_dict
 from denoise3d.md.calculator import Denoise3DCalculator
 from denoise3d.train.checkpoint import CheckpointError, save_checkpoint
@@ -67,7 +67,7 @@ def test_loads_a_force_field_checkpoint_and_refuses_others(force_field, ethanol_
     backbone, objective = force_field
     cfg = load_config(None, ["model.hidden=16", "model.layers=2", "finetune.task=energy_force"])
     payload = {"kind": "finetune", "config": to_dict(cfg), "step": 0, "metrics": {},
-               "backbone": build.backbone_payload(cfg.model, backbone),
+               "backbone": backbone_entry(cfg.model, backbone.state_dict()),
                "objectives": {"energy_force": {"weight": 1.0, "state": objective.state_dict(),
                                                "params": {"energy_weight": 0.2,
                                                           "force_weight": 0.8}}}}

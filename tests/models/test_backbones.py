@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from denoise3d import build
-from denoise3d.config import ConfigError, ModelConfig
+from denoise3d.jobs.checkpoint import Checkpoint, backbone_entry
+from denoise3d.models import backbone_from_config, model_kwargs
+from denoise3d.config import Config, ConfigError, ModelConfig
 from denoise3d.data.batch import Molecule
 from denoise3d.models import BACKBONES, GNS, GNSTAT, PaiNN, SchNet, TorchMDET, build_backbone
 from denoise3d.models.heads import EnergyHead
@@ -73,29 +74,30 @@ def test_an_atom_beyond_the_cutoff_is_alone(name):
 
 
 def test_model_kwargs_pass_only_the_settings_that_are_set():
-    assert build.model_kwargs(ModelConfig()) == {"hidden": 128, "layers": 7}  # EGNN unchanged
+    assert model_kwargs(ModelConfig()) == {"hidden": 128, "layers": 7}  # EGNN unchanged
     cfg = ModelConfig(backbone="torchmd_et", hidden=32, layers=2, cutoff=4.0, num_heads=4)
-    assert build.model_kwargs(cfg) == {"hidden": 32, "layers": 2, "cutoff": 4.0, "num_heads": 4}
-    model = build.make_backbone(cfg)
+    assert model_kwargs(cfg) == {"hidden": 32, "layers": 2, "cutoff": 4.0, "num_heads": 4}
+    model = backbone_from_config(cfg)
     assert model.cutoff == 4.0 and model.attention[0].heads == 4
     with pytest.raises(ConfigError, match="num_heads=4 is not a setting of backbone 'schnet'"):
-        build.model_kwargs(ModelConfig(backbone="schnet", num_heads=4))
+        model_kwargs(ModelConfig(backbone="schnet", num_heads=4))
     with pytest.raises(ConfigError, match="model.cutoff=5.0 is not a setting of backbone 'egnn'"):
-        build.model_kwargs(ModelConfig(cutoff=5.0))
+        model_kwargs(ModelConfig(cutoff=5.0))
     with pytest.raises(ConfigError, match="unknown model.backbone 'nope'"):
-        build.model_kwargs(ModelConfig(backbone="nope"))
+        model_kwargs(ModelConfig(backbone="nope"))
 
 
 def test_checkpoint_rebuilds_the_same_architecture():
     cfg = ModelConfig(backbone="gns", hidden=8, layers=1, iterations=2, mlp_hidden=8, cutoff=4.0)
-    backbone = build.make_backbone(cfg)
-    ckpt = {"backbone": build.backbone_payload(cfg, backbone)}
-    rebuilt = build.backbone_from_checkpoint(ckpt, cfg, "x.pt")
+    backbone = backbone_from_config(cfg)
+    ckpt = Checkpoint("x.pt", {"backbone": backbone_entry(cfg, backbone.state_dict())},
+                      Config(model=cfg))
+    rebuilt = ckpt.backbone()
     for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values()):
         assert torch.equal(a, b)
     other = ModelConfig(backbone="gns", hidden=8, layers=1, iterations=2, mlp_hidden=8, num_rbf=7)
     with pytest.raises(CheckpointError, match="set model.cutoff=4.0, model.num_rbf=null"):
-        build.backbone_from_checkpoint(ckpt, other, "x.pt")
+        ckpt.backbone(other)
 
 
 def test_backbone_configs():
@@ -110,8 +112,8 @@ def test_backbone_configs():
     for f in files:
         cfg = load_config(f).model
         assert f.stem.rsplit("_", 1)[0] == cfg.backbone
-        kwargs = build.model_kwargs(cfg)
+        kwargs = model_kwargs(cfg)
         if f.stem.endswith("_cpu") or not cfg.backbone.startswith("gns"):
-            build.make_backbone(cfg)
+            backbone_from_config(cfg)
         elif cfg.backbone == "gns_tat":
             assert kwargs["layers"] * kwargs["iterations"] == 30 and kwargs["hidden"] == 512

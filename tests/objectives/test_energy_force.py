@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from denoise3d.config import load_config
-from denoise3d.forcefield import energy_force_objective, report
+from denoise3d.jobs.energy_force import energy_force_objective, report
 from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.units import KCALMOL_EV
 
@@ -70,8 +70,9 @@ def test_eval_under_no_grad(toy, labelled):
 
 
 def test_statistics_come_from_the_training_frames(tmp_path):
-    class Frames:  # the two things energy_force_objective reads from a trajectory dataset
+    class Frames:  # what energy_force_objective reads from a trajectory dataset
         target_names, atom_target_names = ("energy",), ("forces",)
+        labels: dict = {}  # none declared (made outside a source): its stored arrays say
 
         def target(self, name):
             return np.array([1.0, 3.0, 100.0, 200.0])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from denoise3d.build import make_backbone
+from denoise3d.models import backbone_from_config as make_backbone
 from denoise3d.config import ModelConfig, TrainConfig
 from denoise3d.data.dataset import BatchLoader
 from denoise3d.objectives.property import PropertyRegression

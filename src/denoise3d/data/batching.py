@@ -107,3 +107,17 @@ class DynamicBatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         for idx in self.index_batches():
             yield self.make(idx)
+
+
+def loader(ds, indices, cfg, train: bool, seed: int = 0):
+    """The loader a job uses: for training (``train``: shuffled by ``seed``, last partial batch
+    dropped), batches packed by atoms / edges / graphs when ``cfg`` (a DataConfig) sets
+    max_atoms, max_edges or max_graphs, else ``cfg.batch_size`` molecules; for evaluation,
+    ``cfg.eval_batch_size`` molecules in order."""
+    from denoise3d.data.dataset import BatchLoader
+
+    if train and any(v is not None for v in (cfg.max_atoms, cfg.max_edges, cfg.max_graphs)):
+        return DynamicBatchLoader(ds, indices, cfg.max_atoms, cfg.max_edges, cfg.max_graphs,
+                                  shuffle=True, seed=seed, drop_last=True)
+    size = cfg.batch_size if train else cfg.eval_batch_size
+    return BatchLoader(ds, indices, batch_size=size, shuffle=train, seed=seed, drop_last=train)

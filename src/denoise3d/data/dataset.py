@@ -46,6 +46,7 @@ class MolecularDataset:
                              f"{arrays['pos'].shape} like pos")
         self.path = path  # cache directory, if any
         self.meta: dict = {}  # free metadata of the source (e.g. a trajectory's provenance)
+        self.labels: dict = {}  # {name: Label}, set by the dataset's source (data.sources)
         self._atom_offset = np.asarray(arrays["atom_offset"])  # (n + 1,) small: keep in memory
         self._hop_offset = np.asarray(arrays["hop_offset"])  # (n + 1,)
         self.natoms = np.diff(self._atom_offset)  # (n,) int64

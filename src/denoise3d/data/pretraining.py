@@ -33,7 +33,7 @@ def _cache_path(cache_dir, kind: str, source: dict) -> Path:
     return root / f"{kind}-{digest}"
 
 
-def _exclude_filter(spec: str | None):
+def exclude_filter(spec: str | None):
     from denoise3d.data.conformers import SplitFilter, qm9_smiles, read_smiles_file
 
     if spec is None:
@@ -79,7 +79,7 @@ def load_geom(path: str | Path, k: int = 10, exclude: str | None = None, cache_d
     out = _cache_path(cache_dir, "geom", source)
 
     def fill(w):
-        readers.write_structures(w, geom.read_geom(path, k, _exclude_filter(exclude)))
+        readers.write_structures(w, geom.read_geom(path, k, exclude_filter(exclude)))
 
     arrays, manifest = stream_or_open(out, source, fill, verbose=verbose,
                                       meta={"dataset": "geom", "target_names": []},

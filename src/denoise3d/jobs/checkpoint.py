@@ -8,14 +8,15 @@ Layout (a plain dict in the file container of :mod:`denoise3d.train.checkpoint`)
     backbone     {"name", "kwargs", "state"}: the architecture and its weights
     objectives   {name: {"weight", "params", "state"}}: the objectives (they own the heads)
     labels       {name: {"per", "unit", "report_unit"}}: what a fine-tuned model predicts
+    units        {"positions": "Å", name: unit of each label}: the model's input and outputs
     metrics, step
     ema, raw     with train.ema_decay: {"decay", "num_updates"} and the raw training weights
                  {"backbone": state, "objectives": {name: state}}, for every task
 
 Every "state" holds the weights to evaluate and to fine-tune from: the EMA weights when EMA is on
 (Zaidi et al. evaluate EMA weights), the training weights otherwise. Version 1 files (the shipped
-pretrained backbones among them) have no "task" or "labels"; :func:`load` fills both in from
-their config, so they load as they are.
+pretrained backbones among them) have no "task" or "labels" (and "units" only for force fields);
+:func:`load` infers the task from their objectives, so they load as they are.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def split_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def backbone_entry(cfg: ModelConfig, state: dict) -> dict:
+    """The checkpoint's ``backbone`` entry: architecture (name, constructor kwargs) and weights."""
+    return {"name": cfg.backbone, "kwargs": model_kwargs(cfg), "state": state}
+
+
 def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, weights: dict,
          params: dict, labels: dict, step: int, metrics: dict, raw: dict | None = None,
          ema=None) -> Path:
@@ -50,12 +56,12 @@ def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, we
     names = list(weights)
     payload = {
         "kind": kind, "task": task, "config": to_dict(cfg), "step": step, "metrics": metrics,
-        "backbone": {"name": cfg.model.backbone, "kwargs": model_kwargs(cfg.model),
-                     "state": split_state(state, "backbone.")},
+        "backbone": backbone_entry(cfg.model, split_state(state, "backbone.")),
         "objectives": {n: {"weight": weights[n], "params": params[n],
                            "state": split_state(state, f"objectives.{n}.")} for n in names},
         "labels": {n: {"per": lb.per, "unit": lb.unit, "report_unit": lb.report_unit}
-                   for n, lb in labels.items()}}
+                   for n, lb in labels.items()},
+        "units": {"positions": "Å", **{n: lb.unit for n, lb in labels.items()}}}
     if raw is not None and ema is not None:
         payload["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
         payload["raw"] = {"backbone": split_state(raw, "backbone."),
@@ -136,3 +142,12 @@ def load(path: str | Path, kind: str | None = None, overrides: list[str] = ()) -
     if overrides:
         cfg = load_config(None, list(overrides), base=to_dict(cfg))
     return Checkpoint(str(path), data, cfg)
+
+
+def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
+    """The backbone a fine-tuning run starts from, and the checkpoint it came from: the weights
+    of ``finetune.init`` (a pretrain checkpoint path, or ``pretrained:NAME``), or a fresh one."""
+    if not cfg.finetune.init:
+        return backbone_from_config(cfg.model), None
+    ckpt = load(cfg.finetune.init, kind="pretrain")
+    return ckpt.backbone(cfg.model), ckpt

@@ -40,7 +40,7 @@ class Denoise3DCalculator(Calculator):
         if (checkpoint is None) == (model is None):
             raise ValueError("give either a checkpoint or model=(backbone, objective)")
         if model is None:
-            from denoise3d.forcefield import load_force_field
+            from denoise3d.jobs.energy_force import load_force_field
 
             _, backbone, objective = load_force_field(checkpoint)
         else:

@@ -98,6 +98,7 @@ class Trainer:
         self.skipped = 0  # steps skipped on a non-finite loss or gradient
         self.history: list[dict] = []  # validation rows
         self.extra: dict = {}  # job state saved with resume checkpoints (e.g. the best epoch)
+        self._plan = None  # (loader, steps per epoch, total steps, resumed) from start()
 
     @property
     def backbone(self) -> nn.Module:
@@ -194,13 +195,14 @@ class Trainer:
                 break
         return counts
 
-    def fit(self, loader, validate: Callable[[], dict[str, float]] | None = None,
-            on_epoch_end: Callable[[int, dict], None] | None = None) -> list[dict]:
-        """Train for ``cfg.epochs`` (or ``cfg.max_steps``); returns the validation history.
+    def start(self, loader) -> None:
+        """Plan the run on ``loader`` (steps per epoch, lr schedule) and restore ``train.resume``'s
+        state; writes nothing, so a job can call it while still validating. :meth:`fit` calls it
+        if the job did not.
 
         Under data parallelism ``loader`` is the full training loader; each rank takes its share.
         """
-        cfg, main = self.cfg, self.dist.is_main
+        cfg = self.cfg
         if self.dist.enabled:
             loader = ShardedLoader(loader, self.dist.rank, self.dist.world_size, train=True)
         counts = self._steps_per_epoch(loader)
@@ -209,10 +211,21 @@ class Trainer:
         resume = resume_path(cfg.resume, self.out_dir)
         if resume is not None:
             load_resume(self, resume, counts[0])
-            if main:
+            if self.dist.is_main:
                 print(f"resuming from {resume}: step {self.step}, epoch {self.epoch + 1}, "
                       f"batch {self.batches_done}")
-        logs = self._open_logs(resumed=resume is not None)
+        self._plan = (loader, counts, total, resume is not None)
+
+    def fit(self, loader, validate: Callable[[], dict[str, float]] | None = None,
+            on_epoch_end: Callable[[int, dict], None] | None = None) -> list[dict]:
+        """Train for ``cfg.epochs`` (or ``cfg.max_steps``) on ``loader`` (the one given to
+        :meth:`start`, if the job called it); returns the validation history."""
+        if self._plan is None:
+            self.start(loader)
+        loader, counts, total, resumed = self._plan
+        self._plan = None
+        cfg, main = self.cfg, self.dist.is_main
+        logs = self._open_logs(resumed=resumed)
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    mininterval=1.0, disable=not main)
         try:

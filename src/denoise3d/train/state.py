@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from denoise3d.train.distributed import gather_objects
 
 RESUME_NAME = "resume.pt"
@@ -89,7 +89,7 @@ def load_resume(trainer, path: Path, steps_per_epoch: int) -> None:
             f"{path}: written by {ck['world_size']} process(es) with {ck['steps_per_epoch']} steps "
             f"per epoch; this run has {trainer.dist.world_size} and {steps_per_epoch}: resume "
             f"needs the same launch geometry and batch settings")
-    trainer.model.load_state_dict(ck["model"])
+    load_state(trainer.model, ck["model"], "model", path)
     trainer.optimizer.load_state_dict(ck["optimizer"])
     trainer.scheduler.load_state_dict(ck["scheduler"])
     if trainer.scaler is not None and ck["scaler"]:

@@ -18,7 +18,7 @@ from denoise3d.data.sources.md17 import MD17
 from denoise3d.data.sources.qm9 import QM9
 from denoise3d.data.sources.structures import Geom, Structures
 
-__all__ = ["DATASETS", "Label", "Source", "source", "check_keys", "load_data"]
+__all__ = ["DATASETS", "Label", "Source", "source", "check_keys", "load_data", "load_dataset"]
 
 DATASETS: dict[str, Source] = {s.name: s for s in (QM9(), MD17(), Structures(), Geom())}
 
@@ -55,3 +55,12 @@ def load_data(cfg: DataConfig, explicit: Iterable[str] = ()):
     cap = {"train": cfg.max_train, "valid": cfg.max_valid, "test": cfg.max_test}
     split = {name: subset(idx, cap[name], rng) for name, idx in split.items()}
     return ds, {**split, "all": np.arange(len(ds), dtype=np.int64)}
+
+
+def load_dataset(cfg: DataConfig, explicit: Iterable[str] = ()):
+    """The dataset alone (with ``ds.labels``), without a split: every structure of it."""
+    check_keys(cfg, explicit)
+    src = source(cfg)
+    ds = src.dataset(cfg)
+    ds.labels = src.labels(ds)
+    return ds

@@ -54,6 +54,11 @@ class Source:
         """``(MolecularDataset, {"train", "valid", "test"} index arrays)``; one-line errors."""
         raise NotImplementedError
 
+    def dataset(self, cfg: DataConfig):
+        """The dataset alone, without a split (a source whose split can fail on small files,
+        such as a short trajectory, reads it without splitting)."""
+        return self.read(cfg)[0]
+
     def labels(self, ds) -> dict[str, Label]:
         """The dataset's labels: per-structure columns (in the units the cache declares) and
         per-atom arrays (forces, eV/Å); a source with customary report units overrides this."""

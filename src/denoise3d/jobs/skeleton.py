@@ -1,0 +1,148 @@
+"""The one job skeleton every training task runs through.
+
+A task (:mod:`~denoise3d.jobs.pretrain`, :mod:`~denoise3d.jobs.property`,
+:mod:`~denoise3d.jobs.energy_force`) supplies only what differs, as a :class:`Job`; the skeleton
+
+1. seeds, then has the task build data, model, objectives and anything it starts from, builds the
+   trainer and plans the run (lr schedule, ``train.resume``'s state): the whole run is validated
+   before anything is written;
+2. takes the output folder (:func:`~denoise3d.jobs.lock.output_folder`: a folder held by a live
+   run is refused, a dead holder's lock is taken over);
+3. saves the resolved config, trains, keeps the epoch of the lowest validation metric (EMA and
+   raw weights; kept across resumes) or, for pretraining, saves every epoch's weights;
+4. evaluates the kept weights on the test split, writes the checkpoint and ``metrics.json``.
+Prints and files come from the main process only under data parallelism.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from denoise3d.config import Config, explicit_keys, save_config
+from denoise3d.data.batching import loader
+from denoise3d.data.sources import load_data, load_dataset
+from denoise3d.jobs import checkpoint
+from denoise3d.jobs.lock import output_folder
+from denoise3d.train.loop import Trainer, resolve_device
+from denoise3d.train.seed import seed_everything
+
+
+@dataclass
+class Job:
+    """What a task supplies to the skeleton, all built (so validated) before anything is written."""
+
+    task: str  # "pretrain" | "property" | "energy_force" (the checkpoint's task)
+    backbone: nn.Module
+    objectives: dict  # {name: (loss weight, objective module)}
+    params: dict  # {name: the objective's parameters, saved in the checkpoint}
+    dataset: object  # MolecularDataset
+    split: dict  # {"train", "valid", "test"} index arrays
+    announce: str  # the first line printed ("... output in" is appended)
+    validate: Callable  # (trainer, valid loader) -> {metric: value}, on the evaluation weights
+    select: str | None = None  # metric to minimise for the kept epoch; None = save every epoch
+    # (trainer, test loader, kept epoch) -> (metrics, closing line); None = no test (pretraining)
+    finish: Callable | None = None
+    labels: dict = field(default_factory=dict)  # {name: Label} the fine-tuned model predicts
+
+    @property
+    def checkpoint_name(self) -> str:
+        return "pretrain.pt" if self.task == "pretrain" else "finetune.pt"
+
+
+def run(cfg: Config, build: Callable[[Config], Job]):
+    """Run the job ``build(cfg)`` describes; returns its test metrics (pretraining: the
+    checkpoint's path)."""
+    seed_everything(cfg.train.seed, cfg.train.threads)
+    job = build(cfg)
+    out = Path(cfg.train.out)
+    trainer = Trainer(job.backbone, job.objectives, cfg.train, out)
+    train = loader(job.dataset, job.split["train"], cfg.data, train=True, seed=cfg.train.seed)
+    valid = loader(job.dataset, job.split["valid"], cfg.data, train=False)
+    trainer.start(train)  # lr schedule, train.resume's state: reads only
+    main = trainer.dist.is_main
+    with output_folder(out, take=main):
+        if main:
+            save_config(cfg, out / "config.yaml")
+            print(f"{job.announce}; output in {out}"
+                  + (f"; {trainer.dist.world_size} processes" if trainer.dist.enabled else ""))
+        kept = _train(cfg, job, trainer, train, valid, out)
+        if job.finish is None:
+            if main:
+                print(f"saved {out / job.checkpoint_name}")
+            return out / job.checkpoint_name
+        test = loader(job.dataset, job.split["test"], cfg.data, train=False)
+        metrics, line = job.finish(trainer, test, kept)
+        _save(cfg, job, trainer, out, metrics, kept["state"], kept["raw"])
+        if main:
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            print(f"{line}; saved {out / job.checkpoint_name}")
+        return metrics
+
+
+def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> dict:
+    """Fit; returns the kept epoch ``{"value", "epoch", "metrics", "state", "raw"}`` with its
+    weights loaded into the trainer's model (fine-tuning; epoch 0 = the starting weights, when no
+    epoch ran), or the last epoch's (pretraining). Validation finite in no epoch is an error."""
+    kept = {"value": math.inf, "epoch": 0, "metrics": {}, "state": None, "raw": None}
+    if job.select is not None:  # in trainer.extra: saved in resume.pt, so a resumed run keeps it
+        kept = trainer.extra.setdefault("best", kept)
+        if "value" not in kept:  # a resume.pt of format 1 named the value after the metric
+            kept.update(value=kept.pop("mae", kept.pop("loss", math.inf)), raw=kept.get("raw"),
+                        metrics=kept.get("metrics", {}))
+
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
+        if job.select is None:  # pretraining: every epoch's weights are the result so far
+            _save(cfg, job, trainer, out, metrics, trainer.eval_model.state_dict(),
+                  trainer.model.state_dict() if trainer.ema else None)
+        elif metrics[job.select] < kept["value"]:  # NaN never wins
+            kept.update(value=metrics[job.select], epoch=epoch, metrics=metrics,
+                        state=copy.deepcopy(trainer.eval_model.state_dict()),
+                        raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+
+    trainer.fit(train, validate=lambda: job.validate(trainer, valid), on_epoch_end=on_epoch_end)
+    if job.select is None:
+        return kept
+    if kept["state"] is not None:
+        trainer.model.load_state_dict(kept["state"])  # the evaluation weights of the kept epoch
+    elif trainer.history:
+        raise FloatingPointError(f"{out}: no epoch gave a finite validation {job.select}; "
+                                 f"nothing to keep (lower train.lr, or check the data)")
+    else:  # no epoch ran (train.max_steps=0): the starting weights are the result
+        kept.update(state=copy.deepcopy(trainer.eval_model.state_dict()),
+                    raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+    return kept
+
+
+def _save(cfg: Config, job: Job, trainer: Trainer, out: Path, metrics: dict, state: dict,
+          raw: dict | None) -> None:
+    checkpoint.save(out / job.checkpoint_name, cfg,
+                    kind="pretrain" if job.task == "pretrain" else "finetune", task=job.task,
+                    state=state, raw=raw, ema=trainer.ema, weights=trainer.weights,
+                    params=job.params, labels=job.labels, step=trainer.step, metrics=metrics)
+
+
+def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple):
+    """``(dataset, loader, device)`` to evaluate a checkpoint's ``models`` (moved to the device)
+    on ``split_name`` of its data (or of the data its overrides name); "all" = every structure
+    of ``data.path``, without splitting it (the file may be short)."""
+    cfg = ckpt.config
+    explicit = explicit_keys(cfg, "data")
+    if split_name == "all":
+        ds = load_dataset(cfg.data, explicit)
+        indices = range(len(ds))
+    else:
+        ds, split = load_data(cfg.data, explicit)
+        if split_name not in split:
+            raise ValueError(f"unknown split {split_name!r}; choose from {', '.join(split)}")
+        indices = split[split_name]
+    device = resolve_device(cfg.train.device)
+    for model in models:
+        model.to(device)
+    return ds, loader(ds, indices, cfg.data, train=False), device
