@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from egnn_speed import qm9_molecules, time_ms  # noqa: E402
 
-from denoise3d import build  # noqa: E402
+from denoise3d.models import backbone_from_config  # noqa: E402
 from denoise3d.config import load_config  # noqa: E402
 from denoise3d.data.batch import collate  # noqa: E402
 from denoise3d.models import EnergyHead, energy_and_forces  # noqa: E402
@@ -63,7 +63,7 @@ def main(argv=None):
     for name in args.only:
         torch.manual_seed(0)
         cfg = load_config(CONFIGS / f"{name}_{args.size}.yaml").model
-        model = build.make_backbone(cfg)
+        model = backbone_from_config(cfg)
         head = EnergyHead(cfg.hidden)
         n_params = sum(p.numel() for p in model.parameters())
         edges = (radius_edges(batch, model.cutoff).edge_index.shape[1]

@@ -4,7 +4,7 @@ Aspirin (21 atoms), both ASE calculators on the same structure, calls interleave
 (ours, xTB, ours, xTB, ...), positions perturbed by N(0, 0.01 Å) before every call so nothing is
 cached; medians of --calls calls each after --warmup. The checkpoint: --checkpoint, or a quick
 one made here (EGNN 7 x 128 fine-tuned for one epoch on 100 frames of the aspirin trajectory via
-``forcefield.finetune_energy_force``; speed does not depend on the weights). Threads: torch's
+``jobs.finetune.finetune``; speed does not depend on the weights). Threads: torch's
 and OpenMP's (tblite) are both set to --threads (OMP_NUM_THREADS is set before the imports).
 
     python benchmarks/calculator_vs_xtb.py [--threads 1] [--calls 60] [--checkpoint finetune.pt]
@@ -26,13 +26,13 @@ def quick_checkpoint(data: str, hidden: int, layers: int, out: str) -> str:
     if path.exists():
         return str(path)
     from denoise3d.config import load_config
-    from denoise3d.forcefield import finetune_energy_force
+    from denoise3d.jobs.finetune import finetune
 
     cfg = load_config("configs/finetune/md17_cpu.yaml",
                       [f"data.path={data}", f"model.hidden={hidden}", f"model.layers={layers}",
                        "data.train_frames=100", "data.valid_frames=20", "data.max_test=20",
                        "data.batch_size=50", "train.epochs=1", f"train.out={out}"])
-    finetune_energy_force(cfg)
+    finetune(cfg)
     return str(path)
 
 

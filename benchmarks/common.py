@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from denoise3d.build import load_data, make_backbone, make_objectives, seed_everything
+from denoise3d.data.sources import load_data
+from denoise3d.models import backbone_from_config as make_backbone
+from denoise3d.objectives import objectives_from_recipe
+from denoise3d.train.seed import seed_everything
 from denoise3d.config import load_config
 from denoise3d.data.dataset import BatchLoader
 from denoise3d.train.loop import Trainer
@@ -32,6 +35,8 @@ def pretraining_data(args):
 
 def pretraining_trainer(cfg) -> Trainer:
     """A Trainer for the default 3D-EMGP recipe with a scheduler set (as ``Trainer.fit`` does)."""
-    trainer = Trainer(make_backbone(cfg.model), make_objectives(cfg), cfg.train, cfg.train.out)
+    backbone = make_backbone(cfg.model)
+    objectives = objectives_from_recipe(cfg.pretrain.objectives, cfg.model.hidden)
+    trainer = Trainer(backbone, objectives, cfg.train, cfg.train.out)
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg.train, 10_000)
     return trainer

@@ -2,8 +2,8 @@
 
 Setting of issue 8: EGNN 7 x 128, batch 100 frames of aspirin (21 atoms), 0.2 L1(E) + 0.8 L1(F)
 with F = -dE/dX (forces by autograd, create_graph, double backward), Adam step, 2 threads.
-Dataset, objective and trainer are built exactly as ``denoise3d.forcefield.finetune_energy_force``
-does (``build.load_data``, ``forcefield.energy_force_objective``, ``Trainer``, ``runs._loader``).
+Dataset, objective and trainer are built exactly as the energy_force job builds them
+(``jobs.energy_force.build``, ``Trainer``, ``data.batching.loader``).
 Prints the median frames/s over the timed steps and the ratio to the official 3D-EMGP code
 (~29 frames/s on this machine, issue-8 figure).
 
@@ -43,27 +43,26 @@ def aspirin_trajectory(path: str | None = None) -> str:
 
 def build_trainer(data: str, hidden: int, layers: int, batch: int, threads: int,
                   out: str = "/tmp/denoise3d-bench-md17"):
-    """(cfg, trainer, training loader) as forcefield.finetune_energy_force builds them."""
-    from denoise3d import build
+    """(cfg, trainer, training loader) as the energy_force job builds them."""
     from denoise3d.config import load_config
-    from denoise3d.forcefield import OBJECTIVE, energy_force_objective
-    from denoise3d.runs import _loader as train_loader
+    from denoise3d.data.batching import loader as make_loader
+    from denoise3d.jobs import energy_force
     from denoise3d.train.loop import Trainer
+    from denoise3d.train.seed import seed_everything
 
     cfg = load_config("configs/finetune/md17_cpu.yaml",
                       [f"data.path={data}", f"model.hidden={hidden}", f"model.layers={layers}",
                        f"data.batch_size={batch}", f"train.threads={threads}",
                        f"data.train_frames={batch * 2}", "data.valid_frames=20",
                        f"train.out={out}"])
-    build.seed_everything(cfg.train.seed, cfg.train.threads)
-    backbone = build.finetune_backbone(cfg)
-    ds, split = build.load_data(cfg.data)
-    objective = energy_force_objective(cfg, ds, split["train"])
-    trainer = Trainer(backbone, {OBJECTIVE: (1.0, objective)}, cfg.train, out)
+    seed_everything(cfg.train.seed, cfg.train.threads)
+    job = energy_force.build(cfg)
+    ds, split = job.dataset, job.split
+    trainer = Trainer(job.backbone, job.objectives, cfg.train, out)
     from denoise3d.train.optim import build_scheduler
 
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg.train, 10_000)  # as Trainer.fit
-    loader = train_loader(ds, split["train"], cfg.data.batch_size, True, cfg.train.seed, cfg.data)
+    loader = make_loader(ds, split["train"], cfg.data, train=True, seed=cfg.train.seed)
     return cfg, ds, trainer, loader
 
 

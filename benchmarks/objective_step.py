@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from denoise3d.build import load_data, make_objectives, seed_everything
+from denoise3d.data.sources import load_data
+from denoise3d.objectives import objectives_from_recipe
+from denoise3d.train.seed import seed_everything
 from denoise3d.config import load_config
 from denoise3d.models import build_backbone
 
@@ -42,7 +44,7 @@ def main() -> None:
         cfg = load_config(path, [f"model.hidden={args.hidden}"])
         torch.manual_seed(0)
         backbone = build_backbone(args.backbone, hidden=args.hidden, layers=args.layers)
-        objectives = make_objectives(cfg)
+        objectives = objectives_from_recipe(cfg.pretrain.objectives, cfg.model.hidden)
         modules = [backbone] + [obj for _, obj in objectives.values()]
         opt = torch.optim.Adam([q for m in modules for q in m.parameters()], lr=1e-4)
         times = []

@@ -35,7 +35,8 @@ from torch.nn import functional as F
 import denoise3d.models.egnn as egnn_module
 import denoise3d.objectives.emgp as emgp_module
 from common import add_model_arguments, pretraining_data
-from denoise3d.build import make_backbone, make_objectives
+from denoise3d.models import backbone_from_config as make_backbone
+from denoise3d.objectives import objectives_from_recipe
 from denoise3d.models import ops
 from denoise3d.models.heads import energy_and_forces, forces_from_squared_distances
 
@@ -62,7 +63,7 @@ def main() -> None:
     cfg, loader = pretraining_data(args)
     batch = next(iter(loader))
     backbone = make_backbone(cfg.model)
-    objectives = make_objectives(cfg)
+    objectives = objectives_from_recipe(cfg.pretrain.objectives, cfg.model.hidden)
     params = [q for m in [backbone, *(o for _, o in objectives.values())] for q in m.parameters()]
     opt = torch.optim.Adam(params, lr=0.0)  # lr 0: every variant sees the same parameters
 

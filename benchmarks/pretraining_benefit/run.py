@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from denoise3d.jobs import lock
+
 HERE = Path(__file__).resolve().parent
 PRETRAIN = {"emgp": HERE / "pretrain_emgp.yaml", "denoise": HERE / "pretrain_denoise.yaml"}
 INIT_NAMES = {"scratch": "scratch", "emgp": "3D-EMGP", "denoise": "denoising"}
@@ -157,42 +159,17 @@ def plan(args) -> list[Task]:
     return tasks
 
 
-def _live(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def holder(task: Task) -> int | None:
     """The pid of the live process holding ``task``'s lock, or None (no lock, or a dead holder)."""
-    try:
-        pid = int(task.lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if _live(pid) else None
+    return lock.holder(task.lock)
 
 
 def claim(task: Task) -> int | None:
     """Take ``task``'s lock; None if taken, or the pid of the live process of another invocation
     that holds it. A dead holder's lock is taken over (its run resumes from resume.pt). Locks are
-    per machine: pids are checked locally."""
-    task.out.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(task.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = holder(task)
-            if pid is not None:
-                return pid
-            task.lock.unlink(missing_ok=True)
-            continue
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        return None
+    per machine: pids are checked locally (:mod:`denoise3d.jobs.lock`, which every run also uses
+    for its own output folder)."""
+    return lock.claim(task.lock)
 
 
 def execute(tasks: list[Task], jobs: int) -> None:

@@ -26,25 +26,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import MD17_DIR, trajectory  # noqa: E402
 
-from denoise3d import build, pretrained  # noqa: E402
+from denoise3d import pretrained  # noqa: E402
+from denoise3d.jobs import checkpoint  # noqa: E402
 from denoise3d.data.dataset import BatchLoader  # noqa: E402
 from denoise3d.data.md17 import load_md17  # noqa: E402
-from denoise3d.train.checkpoint import load_checkpoint  # noqa: E402
 from denoise3d.units import KCALMOL_EV  # noqa: E402
 
 
 def forces_of_energy_model(init: str, ds, idx) -> tuple[np.ndarray, np.ndarray] | None:
     """(F = −∇E of the checkpoint's own energy head (arbitrary energy unit per Å), the
     trajectory's forces (eV/Å)), both (n_atoms_total, 3); None without an energy model."""
-    ckpt = load_checkpoint(pretrained.resolve(init), kind="pretrain")
-    found = build.pretrained_energy_head(ckpt)
+    ckpt = checkpoint.load(init, kind="pretrain")
+    found = ckpt.energy_head()
     if found is None:
         return None
-    from denoise3d.config import ModelConfig
     from denoise3d.models.heads import EnergyHead, energy_and_forces
 
-    backbone = build.backbone_from_checkpoint(ckpt, ModelConfig(**ckpt["config"]["model"]), init)
-    head = EnergyHead(ckpt["backbone"]["kwargs"]["hidden"])
+    backbone = ckpt.backbone()
+    head = EnergyHead(ckpt.config.model.hidden)
     head.load_state_dict(found[1])
     backbone.eval(), head.eval()
     out, ref = [], []

@@ -1,0 +1,107 @@
+"""The job skeleton from outside: nothing written before the run is validated, one run per folder,
+keys that do not apply refused, the kept epoch, raw weights beside the EMA for every task."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from denoise3d.cli import main
+from denoise3d.config import load_config
+from denoise3d.jobs import property as property_task
+from denoise3d.jobs.lock import LOCK_NAME
+from denoise3d.jobs.skeleton import run
+
+TINY = ["configs/finetune/qm9_cpu.yaml", "model.hidden=16", "model.layers=2",
+        "data.batch_size=16", "data.eval_batch_size=64", "data.max_train=32", "data.max_valid=32",
+        "data.max_test=32", "train.epochs=1", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def finished(qm9_cache, tmp_path_factory):
+    """A finished fine-tuning run (EMA on): its folder."""
+    out = tmp_path_factory.mktemp("done")
+    assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "train.ema_decay=0.9",
+                 f"train.out={out}"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["model.hidden=32", "train.resume=true"], "model weights do not match"),  # resume, other size
+    (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9"),
+    (["finetune.target=forces"], "unknown finetune.target 'forces'"),
+    (["finetune.init=/nonexistent.pt"], "checkpoint not found"),
+    (["train.scheduler=nope"], "unknown train.scheduler"),
+])
+def test_a_rejected_run_leaves_the_folder_as_it_was(finished, qm9_cache, bad, words, capsys):
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "train.ema_decay=0.9",
+                 f"train.out={finished}", *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+    after = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    assert after == before  # config.yaml byte-identical, no LOCK left, nothing added
+
+
+def test_a_second_run_on_a_live_folder_is_refused(finished, qm9_cache, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (finished / LOCK_NAME).write_text(f"{holder.pid}\n")
+        config = (finished / "config.yaml").read_bytes()
+        assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "train.seed=5",
+                     f"train.out={finished}"]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by a running denoise3d process (pid {holder.pid})" in err
+        assert (finished / "config.yaml").read_bytes() == config
+    finally:
+        holder.kill()
+        holder.wait()
+        (finished / LOCK_NAME).unlink()
+
+
+def test_the_checkpoint_keeps_raw_weights_labels_and_units(finished):
+    ckpt = torch.load(finished / "finetune.pt", weights_only=True)
+    assert ckpt["format_version"] == 2 and ckpt["task"] == "property"
+    assert ckpt["labels"] == {"homo": {"per": "structure", "unit": "eV", "report_unit": "meV"}}
+    assert ckpt["units"] == {"positions": "Å", "homo": "eV"}
+    assert ckpt["ema"]["decay"] == 0.9 and ckpt["ema"]["num_updates"] == 2
+    assert set(ckpt["raw"]["backbone"]) == set(ckpt["backbone"]["state"])
+    assert any(not torch.equal(ckpt["raw"]["backbone"][k], v)
+               for k, v in ckpt["backbone"]["state"].items())  # EMA and raw weights differ
+    assert ckpt["objectives"]["property"]["params"]["target"] == "homo"
+    assert not (finished / LOCK_NAME).exists()
+
+
+def test_keys_in_a_config_file_are_checked_against_the_dataset(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  dataset: qm9\n  train_frames: 100\n")
+    assert main(["finetune", str(bad), f"train.out={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train_frames does not apply to data.dataset=qm9 (it is read by md17" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_no_finite_validation_epoch_is_an_error_not_a_crash(qm9_cache, tmp_path):
+    def build(cfg):
+        job = property_task.build(cfg)
+        job.validate = lambda trainer, valid: {job.select: math.nan}
+        return job
+
+    cfg = load_config(TINY[0], [*TINY[1:], f"data.cache_dir={qm9_cache}",
+                                f"train.out={tmp_path}"])
+    with pytest.raises(FloatingPointError, match="no epoch gave a finite validation homo_mae_meV"):
+        run(cfg, build)
+    assert not (tmp_path / "finetune.pt").exists() and not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_labels_come_from_the_dataset(qm9_cache, tmp_path):
+    metrics = run(load_config(TINY[0], [*TINY[1:], f"data.cache_dir={qm9_cache}",
+                                        "finetune.target=mu", f"train.out={tmp_path}"]),
+                  property_task.build)
+    assert metrics["unit"] == "D" and metrics["target"] == "mu"
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
