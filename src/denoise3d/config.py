@@ -75,9 +75,10 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    target: str = "homo"  # a QM9 target: mu alpha homo lumo gap r2 zpve u0 u h g cv
+    # property: a per-structure label of the dataset (QM9: mu alpha homo lumo gap r2 zpve u0 u h g cv)
+    target: str = "homo"
     init: str | None = None  # pretrained checkpoint: a path or pretrained:NAME (shipped); None = from scratch
-    task: str = "property"  # property (a QM9 target) | energy_force (MD17: E and F = -dE/dx)
+    task: str = "property"  # property (one label, finetune.target) | energy_force (E and F = -dE/dx)
     energy_weight: float = 0.2  # energy_force loss weights (3D-EMGP App. B.2)
     force_weight: float = 0.8
     # Noisy Nodes (Zaidi et al. Table 4): X̃ = X + σε in training, plus weight × denoising MSE
