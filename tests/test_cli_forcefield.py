@@ -121,7 +121,8 @@ def test_energy_force_finetuning_starts_from_the_pretrained_energy_head(
         out = tmp_path / f"ft_{flag}"
         assert main(["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=0",
                      f"data.path={trajectories[0]}", f"finetune.init={pt / 'pretrain.pt'}",
-                     f"finetune.init_energy_head={flag}", f"train.out={out}"]) == 0
+                     f"finetune.init_energy_head={flag}", "finetune.energy_head=mlp_of_sum",
+                     f"train.out={out}"]) == 0
         m = json.loads((out / "metrics.json").read_text())
         assert m["energy_head_from"] == (objective["name"] if same else None)
         tuned = torch.load(out / "finetune.pt", weights_only=True)["objectives"]["energy_force"]["state"]

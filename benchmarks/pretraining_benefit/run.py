@@ -237,7 +237,7 @@ def execute(tasks: list[Task], jobs: int) -> None:
             log = open(task.out / "run.log", "a")  # noqa: SIM115 - closed with the process
             proc = subprocess.Popen([sys.executable, "-m", "denoise3d.cli", *task.argv],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-            task.lock.write_text(f"{proc.pid}\n")  # the run itself holds the lock
+            lock.hand_over(task.lock, proc.pid)  # the run itself holds the lock
             running[task.name] = (task, proc, time.time())
             print(f"[{time.strftime('%H:%M:%S')}] start  {task.name}", flush=True)
         time.sleep(2)

@@ -39,7 +39,8 @@ def cmd_finetune(args) -> None:
 def cmd_evaluate(args) -> None:
     from denoise3d.jobs.evaluate import evaluate
 
-    print(json.dumps(evaluate(args.checkpoint, args.split, args.overrides), indent=2))
+    print(json.dumps(evaluate(args.checkpoint, args.split, args.overrides,
+                              args.allow_unseen_elements), indent=2))
 
 
 def cmd_summary(args) -> None:
@@ -99,7 +100,9 @@ def cmd_md(args) -> None:
     from denoise3d.md.calculator import Denoise3DCalculator
     from denoise3d.md.dynamics import run_md
 
-    calc = Denoise3DCalculator(args.checkpoint, device=args.device, dtype=args.dtype)
+    calc = Denoise3DCalculator(args.checkpoint, device=args.device, dtype=args.dtype,
+                               allow_unseen_elements=args.allow_unseen_elements,
+                               topology="fixed" if args.fixed_topology else "auto")
     summary = run_md(atoms_from_file(args.structure, args.frame), calc, args.out, args.steps,
                      args.timestep, args.temperature, args.thermostat, args.friction,
                      args.interval, args.seed, progress=not args.quiet)
@@ -111,12 +114,18 @@ def cmd_landscape(args) -> None:
     from denoise3d.jobs.energy_force import load_force_field
     from denoise3d.md.landscape import landscape
 
-    _, backbone, objective = load_force_field(args.checkpoint)
+    _, backbone, objective, _ = load_force_field(args.checkpoint)
     atoms = atoms_from_file(args.structure, args.frame)
     png, npz = landscape(backbone, objective, atoms.get_atomic_numbers(), atoms.get_positions(),
                          args.out, args.extent, args.points, args.seed,
                          title=f"{Path(args.checkpoint).parent.name}: {Path(args.structure).name}")
     print(f"{png}\n{npz}")
+
+
+def _add_unseen_flag(s) -> None:
+    s.add_argument("--allow-unseen-elements", action="store_true",
+                   help="predict structures with elements absent from the training data "
+                        "(refused by default: such predictions are meaningless)")
 
 
 def _add_force_field_verbs(sub):
@@ -158,6 +167,10 @@ def _add_force_field_verbs(sub):
     s.add_argument("--device", default="cpu")
     s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--fixed-topology", action="store_true",
+                   help="keep the starting structure's bond graph (default: perceive it again "
+                        "when bonds break or form)")
+    _add_unseen_flag(s)
     s.set_defaults(fn=cmd_md)
 
     s = sub.add_parser("landscape", help="energy landscape around a conformation (3D-EMGP Fig. 4)")
@@ -251,6 +264,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    _add_unseen_flag(s)
     s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("summary", help="print the test metrics of finished fine-tuning runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -263,11 +277,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:  # key=value after an option (evaluate CKPT --split all data.path=...): overrides too
+        if not (hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra)):
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         args.fn(args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError, KeyError,
-            FolderBusy) as e:
+            FolderBusy, FileExistsError, NotADirectoryError) as e:
         if os.environ.get("DENOISE3D_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

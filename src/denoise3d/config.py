@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "qm9"  # qm9 | md17 | structures | geom
+    dataset: str = "qm9"  # qm9 | md17 | files | structures | geom
     cache_dir: str | None = None  # processed cache; default $DENOISE3D_CACHE or ~/.cache/denoise3d
     xyz_dir: str | None = None  # read original dsgdb9nsd_*.xyz files instead of the qm9pack CSV
     split: str = "egnn"  # 100,000 / 17,748 / 13,083: "egnn" = the exact EGNN/3D-EMGP permutation
@@ -49,6 +49,14 @@ class DataConfig:
     top_k: int = 10  # geom: conformers of largest Boltzmann weight kept per molecule
     exclude: str | None = None  # geom: drop molecules of "qm9-test" or of a SMILES file
     add_hydrogens: bool = False  # SDF: add H with RDKit (PCQM4Mv2's SDF has heavy atoms only)
+    # dataset "files": your labelled extxyz / xyz / ASE db / SDF file or directory (data.path);
+    # see denoise3d.data.labelled for where labels are read from and how units are converted
+    energy_key: str = "energy"  # per-structure energy (info / calculator results / db key / SDF tag)
+    forces_key: str = "forces"  # per-atom forces (arrays / calculator results)
+    targets: list | None = None  # other per-structure labels to read (None = every numeric one)
+    units: dict = field(default_factory=dict)  # {label: unit}, e.g. {energy: kcal/mol, gap: eV}
+    split_by: str = "structure"  # structure (random) | molecule (one molecule's frames together)
+    fractions: list = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train / valid / test
 
 
 @dataclass
@@ -90,6 +98,11 @@ class FinetuneConfig:
     # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
     # pretrained force field -∇E; false = a fresh head on the pretrained backbone
     init_energy_head: bool = True
+    # energy_force: the energy head. atomwise: E = scale · Σ_i e(h_i) + Σ_i E0[z_i] (extensive; any
+    # mix of molecules); mlp_of_sum: E = std · MLP(Σ_i h_i) + mean (the pretraining objectives'
+    # energy model, which init_energy_head can start from; the head of results before 2026-12)
+    energy_head: str = "atomwise"
+    e0: dict | None = None  # atomwise: {element: eV} reference energies (None = least squares)
 
 
 @dataclass

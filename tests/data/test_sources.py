@@ -13,7 +13,7 @@ from denoise3d.units import HARTREE_EV
 
 def test_every_key_a_source_reads_is_a_data_key():
     fields = {f.name for f in dataclasses.fields(DataConfig)}
-    assert set(DATASETS) == {"qm9", "md17", "structures", "geom"}
+    assert set(DATASETS) == {"qm9", "md17", "files", "structures", "geom"}
     for name, source in DATASETS.items():
         assert source.name == name and source.keys <= fields and COMMON_KEYS <= fields
     used = COMMON_KEYS.union(*(s.keys for s in DATASETS.values()))
@@ -24,7 +24,7 @@ def test_every_key_a_source_reads_is_a_data_key():
     (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9 (it is read by geom"),
     (["data.dataset=md17", "data.xyz_dir=x"], "data.xyz_dir does not apply to data.dataset=md17"),
     (["data.dataset=geom", "data.add_hydrogens=true"], "read by structures"),
-    (["data.dataset=nope"], "unknown data.dataset 'nope' (known: qm9, md17, structures, geom)"),
+    (["data.dataset=nope"], "unknown data.dataset 'nope' (known: qm9, md17, files, structures, geom)"),
 ])
 def test_keys_that_do_not_apply_are_refused(overrides, words):
     cfg = load_config(None, overrides)

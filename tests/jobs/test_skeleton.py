@@ -30,7 +30,10 @@ def finished(qm9_cache, tmp_path_factory):
 
 
 @pytest.mark.parametrize("bad, words", [
-    (["model.hidden=32", "train.resume=true"], "model weights do not match"),  # resume, other size
+    (["model.hidden=32", "train.resume=true"], "was run with model.hidden=16, this config has "
+                                               "model.hidden=32"),  # resume: the same run only
+    (["finetune.target=lumo", "train.resume=true"], "was run with finetune.target=homo"),
+    (["data.max_train=8"], "no training batch: 8 training structures and data.batch_size=16"),
     (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9"),
     (["finetune.target=forces"], "unknown finetune.target 'forces'"),
     (["finetune.init=/nonexistent.pt"], "checkpoint not found"),

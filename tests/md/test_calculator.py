@@ -1,10 +1,11 @@
-"""The ASE calculator: units, F = −∇E against finite differences, fixed topology, checkpoints."""
+"""The ASE calculator: units, F = −∇E against finite differences, topology checks, checkpoints."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 
 from denoise3d.jobs.checkpoint import backbone_entry
 from denoise3d.config import load_config, to_dict
@@ -45,14 +46,23 @@ def test_energy_is_invariant_forces_rotate_and_float32_agrees(force_field, ethan
     assert calc32.get_potential_energy(ethanol_atoms) == pytest.approx(e, abs=1e-3)
 
 
-def test_topology_is_fixed_from_the_first_structure(force_field, ethanol_atoms):
+def test_topology_is_perceived_again_when_the_bonds_change(force_field, ethanol_atoms):
+    """The bond graph is checked on every call: unchanged -> cached hops; a broken bond or
+    another molecule -> perceived again from the new geometry."""
     calc = Denoise3DCalculator(model=force_field, dtype="float64")
     hops0 = calc.hops(ethanol_atoms).copy()
+    moved = ethanol_atoms.copy()
+    moved.positions += 0.02  # a small MD step: same bonds
+    assert np.array_equal(calc.hops(moved), hops0) and calc.perceived == 1  # reused
     stretched = ethanol_atoms.copy()
     stretched.positions[3] += 0.6 * (stretched.positions[3] - stretched.positions[0])  # C-H 1.7 Å
-    assert np.array_equal(calc.hops(stretched), hops0)  # still bonded: no edge-type flip in MD
+    assert not np.array_equal(calc.hops(stretched), hops0) and calc.perceived == 2
+    assert calc.hops(stretched)[0, 3] == 4  # the broken C-H: no longer bonded
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    assert calc.hops(water).shape == (3, 3) and calc.perceived == 3
+    e = calc.get_potential_energy(ethanol_atoms)
     calc.reset_topology()
-    assert not np.array_equal(calc.hops(stretched), hops0)
+    assert calc.get_potential_energy(ethanol_atoms) == e
 
 
 def test_periodic_cells_are_refused(force_field, ethanol_atoms):

@@ -77,7 +77,8 @@ def test_statistics_come_from_the_training_frames(tmp_path):
         def target(self, name):
             return np.array([1.0, 3.0, 100.0, 200.0])
 
-    cfg = load_config(None, ["model.hidden=8", "finetune.energy_weight=0.5"])
+    cfg = load_config(None, ["model.hidden=8", "finetune.energy_weight=0.5",
+                             "finetune.energy_head=mlp_of_sum"])  # mean and std: this head
     obj = energy_force_objective(cfg, Frames(), [0, 1])
     assert float(obj.mean) == 2.0 and float(obj.std) == 1.0 and obj.energy_weight == 0.5
 

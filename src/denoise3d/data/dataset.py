@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from denoise3d.data.batch import Batch, Molecule, hops_to_edge_type
+from denoise3d.data.elements import MAX_Z
 from denoise3d.data.storage import (HOP_SETTINGS, compute_hops, concat_ranges,
                                     default_cache_dir, fingerprint_files, load_or_build)
 
@@ -99,6 +100,15 @@ class MolecularDataset:
         sums = np.add.reduceat(np.asarray(per_element, dtype=np.float64)[np.asarray(self.arrays["z"])],
                                self._atom_offset[:-1])
         return sums if indices is None else sums[np.asarray(indices)]
+
+    def element_counts(self, indices=None) -> np.ndarray:
+        """(n, MAX_Z + 1) int64: how many atoms of each element each structure has."""
+        idx = np.arange(len(self)) if indices is None else self._check(indices)
+        atoms = concat_ranges(self._atom_offset[idx], self.natoms[idx])
+        rows = np.repeat(np.arange(len(idx)), self.natoms[idx])
+        counts = np.zeros((len(idx), MAX_Z + 1), dtype=np.int64)
+        np.add.at(counts, (rows, np.asarray(self.arrays["z"][atoms], dtype=np.int64)), 1)
+        return counts
 
     def smiles(self, i: int) -> str:
         if "smiles" not in self.arrays:

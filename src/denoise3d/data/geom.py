@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from denoise3d.data.readers import Structure, _checked
+from denoise3d.data.readers import Structure, checked
 
 
 def top_k(conformers: list[dict], k: int) -> list[dict]:
@@ -50,7 +50,7 @@ def _from_record(smiles: str, record: dict, k: int, where: str) -> Iterator[Stru
             z, pos = xyz[:, 0].round().astype(np.int64), xyz[:, 1:]
         else:
             raise ValueError(f"{where}: molecule {smiles}: conformer without 'rd_mol' or 'xyz'")
-        z, pos = _checked(z, pos, f"{where}: molecule {smiles}")
+        z, pos = checked(z, pos, f"{where}: molecule {smiles}")
         yield Structure(z, pos, name, smiles)
 
 

@@ -51,7 +51,7 @@ class Structure:
     smiles: str = ""
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
     name = path.name.lower()
     return ".sdf.gz" if name.endswith(".sdf.gz") else path.suffix.lower()
 
@@ -60,18 +60,18 @@ def structure_files(path: str | Path) -> list[Path]:
     """``path`` itself if a file, else every structure file below the directory (sorted)."""
     path = Path(path)
     if path.is_file():
-        if _suffix(path) not in SUFFIXES:
+        if file_suffix(path) not in SUFFIXES:
             raise ValueError(f"{path}: unknown structure file type (known: {', '.join(SUFFIXES)})")
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"no structure file or directory at {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and file_suffix(p) in SUFFIXES)
     if not files:
         raise ValueError(f"{path}: no structure files ({', '.join(SUFFIXES)}) in the directory")
     return files
 
 
-def _checked(z, pos, where: str) -> tuple[np.ndarray, np.ndarray]:
+def checked(z, pos, where: str) -> tuple[np.ndarray, np.ndarray]:
     z = np.asarray(z, dtype=np.int64)
     pos = np.asarray(pos, dtype=np.float64)
     if len(z) == 0:
@@ -91,7 +91,7 @@ def read_xyz(path: str | Path) -> Iterator[Structure]:
     path = Path(path)
     try:
         for k, atoms in enumerate(ase.io.iread(path, index=":")):
-            z, pos = _checked(atoms.numbers, atoms.positions, f"{path}: frame {k}")
+            z, pos = checked(atoms.numbers, atoms.positions, f"{path}: frame {k}")
             yield Structure(z, pos, f"{path.name}:{k}", str(atoms.info.get("smiles", "")))
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds; report them in one line
         if str(e).startswith(str(path)):
@@ -99,7 +99,7 @@ def read_xyz(path: str | Path) -> Iterator[Structure]:
         raise ValueError(f"{path}: not a readable xyz/extxyz file ({e})") from None
 
 
-def _rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
+def rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
     from rdkit import Chem
 
     if add_hydrogens:
@@ -111,7 +111,7 @@ def _rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
     if mol.GetNumConformers() == 0:
         raise ValueError(f"{where}: no coordinates")
     z = [a.GetAtomicNum() for a in mol.GetAtoms()]
-    z, pos = _checked(z, mol.GetConformer().GetPositions(), where)
+    z, pos = checked(z, mol.GetConformer().GetPositions(), where)
     try:
         smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
     except Exception:  # unsanitisable records keep their atoms, just no SMILES
@@ -120,8 +120,9 @@ def _rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
     return Structure(z, pos, name, smiles)
 
 
-def read_sdf(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structure]:
-    """Every record of an SDF / MOL file (optionally gzipped); see the module docstring for H."""
+def read_sdf_molecules(path: str | Path) -> Iterator[tuple[int, object]]:
+    """``(record index, RDKit Mol)`` of every record of an SDF / MOL file (optionally gzipped),
+    atoms exactly as given (``removeHs=False``, ``sanitize=False``), property tags kept."""
     from rdkit import Chem
 
     path = Path(path)
@@ -131,7 +132,13 @@ def read_sdf(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structur
         for k, mol in enumerate(supplier):
             if mol is None:
                 raise ValueError(f"{path}: record {k}: not a valid molfile record")
-            yield _rdkit_structure(mol, f"{path}: record {k}", add_hydrogens)
+            yield k, mol
+
+
+def read_sdf(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structure]:
+    """Every record of an SDF / MOL file (optionally gzipped); see the module docstring for H."""
+    for k, mol in read_sdf_molecules(path):
+        yield rdkit_structure(mol, f"{path}: record {k}", add_hydrogens)
 
 
 def read_ase_db(path: str | Path) -> Iterator[Structure]:
@@ -142,14 +149,14 @@ def read_ase_db(path: str | Path) -> Iterator[Structure]:
     with ase.db.connect(path) as db:
         for row in db.select():
             where = f"{path}: row {row.id}"
-            z, pos = _checked(row.numbers, row.positions, where)
+            z, pos = checked(row.numbers, row.positions, where)
             yield Structure(z, pos, str(row.get("name", row.id)), str(row.get("smiles", "")))
 
 
 def read_structures(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structure]:
     """Every molecule of a structure file, or of all structure files in a directory."""
     for f in structure_files(path):
-        suffix = _suffix(f)
+        suffix = file_suffix(f)
         if suffix in XYZ_SUFFIXES:
             yield from read_xyz(f)
         elif suffix in SDF_SUFFIXES:

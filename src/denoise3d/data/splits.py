@@ -137,3 +137,25 @@ def qm9_split(n_molecules: int, seed: int = 42, path: str | Path | None = None,
         np.savez(f, n=n_molecules, seed=seed, legacy_rng=legacy_rng, **splits)
     os.replace(tmp, file)
     return splits
+
+
+def group_split(groups: Sequence, fractions: Sequence[float], seed: int = 0) -> dict[str, np.ndarray]:
+    """Train / valid / test by group: every structure of one group (e.g. one molecule's MD frames,
+    nearly identical neighbours that would leak across a random split) lands on one side.
+
+    Groups are shuffled with ``seed`` and laid end to end; a group goes to the split whose share
+    of ``[0, 1)`` holds its centre (train ``[0, f0)``, valid ``[f0, f0 + f1)``, test the rest),
+    so sizes are approximate; returns sorted int64 indices. With few groups a split can be empty.
+    """
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions must be three values >= 0 summing to 1, got {fractions}")
+    keys, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    sizes = np.bincount(inverse, minlength=len(keys))[order]  # structures per group, shuffled
+    middle = (np.cumsum(sizes) - sizes / 2) / max(len(inverse), 1)  # each group's centre
+    side = np.searchsorted(np.cumsum(fractions)[:2], middle, side="right")  # 0, 1 or 2
+    side_of_key = np.empty(len(keys), dtype=np.int64)
+    side_of_key[order] = side
+    where = side_of_key[inverse]
+    return {name: np.flatnonzero(where == i).astype(np.int64) for i, name in enumerate(SPLIT_NAMES)}

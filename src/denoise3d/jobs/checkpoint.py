@@ -9,6 +9,8 @@ Layout (a plain dict in the file container of :mod:`denoise3d.train.checkpoint`)
     objectives   {name: {"weight", "params", "state"}}: the objectives (they own the heads)
     labels       {name: {"per", "unit", "report_unit"}}: what a fine-tuned model predicts
     units        {"positions": "Å", name: unit of each label}: the model's input and outputs
+    domain       fine-tuned models: {"elements", "compositions"} of the training structures
+                 (:class:`Domain` refuses other elements at prediction time)
     metrics, step
     ema, raw     with train.ema_decay: {"decay", "num_updates"} and the raw training weights
                  {"backbone": state, "objectives": {name: state}}, for every task
@@ -21,9 +23,11 @@ pretrained backbones among them) have no "task" or "labels" (and "units" only fo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,13 +49,14 @@ def backbone_entry(cfg: ModelConfig, state: dict) -> dict:
 
 def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, weights: dict,
          params: dict, labels: dict, step: int, metrics: dict, raw: dict | None = None,
-         ema=None) -> Path:
+         ema=None, domain: dict | None = None) -> Path:
     """Write a model checkpoint atomically (main process only).
 
     ``state``: the state dict of the trainer's ``{"backbone", "objectives": {name: ...}}`` module
     with the weights to evaluate; ``raw``: the same for the training weights when EMA is on
     (``ema``: the :class:`~denoise3d.train.ema.EMA`); ``weights`` / ``params``: each objective's
-    loss weight and constructor parameters; ``labels``: ``{name: Label}`` a fine-tuned model predicts.
+    loss weight and constructor parameters; ``labels``: ``{name: Label}`` a fine-tuned model
+    predicts; ``domain``: :func:`training_domain` of a fine-tuned model.
     """
     names = list(weights)
     payload = {
@@ -61,7 +66,8 @@ def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, we
                            "state": split_state(state, f"objectives.{n}.")} for n in names},
         "labels": {n: {"per": lb.per, "unit": lb.unit, "report_unit": lb.report_unit}
                    for n, lb in labels.items()},
-        "units": {"positions": "Å", **{n: lb.unit for n, lb in labels.items()}}}
+        "units": {"positions": "Å", **{n: lb.unit for n, lb in labels.items()}},
+        **({"domain": domain} if domain else {})}
     if raw is not None and ema is not None:
         payload["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
         payload["raw"] = {"backbone": split_state(raw, "backbone."),
@@ -151,3 +157,62 @@ def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
         return backbone_from_config(cfg.model), None
     ckpt = load(cfg.finetune.init, kind="pretrain")
     return ckpt.backbone(cfg.model), ckpt
+
+
+def formula(counts) -> str:
+    """Hill-order-free formula of element counts (MAX_Z + 1,): ``C2H6O1`` style, by atomic number."""
+    from denoise3d.data.elements import SYMBOLS
+
+    return "".join(f"{SYMBOLS[z]}{int(n)}" for z, n in enumerate(counts) if n)
+
+
+def training_domain(ds, indices) -> dict:
+    """The manifest entries of what a model was trained on: ``elements`` (atomic numbers) and
+    ``compositions`` (formulas) of the training structures."""
+    counts = ds.element_counts(indices)
+    rows = np.unique(counts, axis=0)
+    return {"elements": [int(z) for z in np.flatnonzero(counts.sum(axis=0))],
+            "compositions": sorted(formula(r) for r in rows)}
+
+
+class UnseenElement(ValueError):
+    """A structure holds an element absent from the model's training data (one-line message)."""
+
+
+@dataclass
+class Domain:
+    """The training domain of a fine-tuned model: structures with other elements are refused
+    (``allow_unseen`` lifts that), compositions never seen are warned about once."""
+
+    elements: frozenset | None  # None: not recorded (format 1 checkpoints): nothing is checked
+    compositions: frozenset
+    allow_unseen: bool = False
+    warned: bool = False
+
+    @classmethod
+    def of(cls, ckpt: "Checkpoint", allow_unseen: bool = False) -> "Domain":
+        d = ckpt.data.get("domain") or {}
+        elements = frozenset(d["elements"]) if "elements" in d else None
+        return cls(elements, frozenset(d.get("compositions", ())), allow_unseen)
+
+    def check(self, counts: np.ndarray, where: str) -> None:
+        """``counts`` (n, MAX_Z + 1) element counts of the structures about to be predicted."""
+        from denoise3d.data.elements import SYMBOLS
+
+        if self.elements is None:
+            return
+        counts = np.atleast_2d(counts)
+        present = set(np.flatnonzero(counts.sum(axis=0)).tolist())
+        unseen = sorted(present - self.elements)
+        if unseen and not self.allow_unseen:
+            trained = ", ".join(SYMBOLS[z] for z in sorted(self.elements))
+            raise UnseenElement(
+                f"{where}: element {', '.join(SYMBOLS[z] for z in unseen)} never seen in training "
+                f"(trained on {trained}); its predictions would be meaningless "
+                f"(--allow-unseen-elements to predict anyway)")
+        new = {formula(r) for r in np.unique(counts, axis=0)} - self.compositions
+        if new and not self.warned:
+            self.warned = True
+            shown = ", ".join(sorted(new)[:5]) + (" ..." if len(new) > 5 else "")
+            print(f"denoise3d: warning: {where}: {len(new)} composition(s) never seen in training "
+                  f"({shown}); expect larger errors", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from denoise3d.config import Config, ConfigError, explicit_keys
+from denoise3d.data.elements import MAX_Z, Z_OF
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.skeleton import Job, evaluation_run
@@ -24,28 +25,79 @@ from denoise3d.units import EV_MEV, KCALMOL_EV
 OBJECTIVE = "energy_force"  # name of the objective in the Trainer and in checkpoints
 
 
-def report(errors: dict[str, float]) -> dict[str, float]:
-    """Energy / force MAEs (eV, eV/Å) in MD17's units and in meV."""
-    e, f = errors["energy_mae"], errors["force_mae"]
-    return {"energy_mae_kcal_mol": e / KCALMOL_EV, "force_mae_kcal_mol_A": f / KCALMOL_EV,
-            "energy_mae_meV": e * EV_MEV, "force_mae_meV_A": f * EV_MEV}
+def report(errors: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """Energy / force errors (eV, eV/Å) in MD17's units and in meV: MAE of the energy per
+    structure (and per atom, when measured), MAE (and RMSE) of the force components."""
+    out = {}
+    for key, name, unit in (("energy_mae", "energy_mae", ""), ("force_mae", "force_mae", "_A"),
+                            ("energy_mae_per_atom", "energy_mae_per_atom", ""),
+                            ("force_rmse", "force_rmse", "_A")):
+        if key in errors:
+            out[f"{prefix}{name}_kcal_mol{unit}"] = errors[key] / KCALMOL_EV
+            out[f"{prefix}{name}_meV{unit}"] = errors[key] * EV_MEV
+    return out
+
+
+def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
+    """Per-element reference energies E0 (MAX_Z + 1,) eV: ``given`` ({symbol: eV}), else the
+    least-squares fit of the energies of the structures ``indices`` on their element counts
+    (minimum-norm where the compositions do not determine it: one molecule's frames give
+    Σ E0 = their mean energy)."""
+    e0 = np.zeros(MAX_Z + 1)
+    if given:
+        for symbol, value in given.items():
+            if symbol not in Z_OF:
+                raise ConfigError(f"finetune.e0: unknown element {symbol!r}")
+            e0[Z_OF[symbol]] = float(value)
+        return e0
+    counts = ds.element_counts(indices).astype(np.float64)  # (n, MAX_Z + 1)
+    present = np.flatnonzero(counts.sum(axis=0))
+    solution, *_ = np.linalg.lstsq(counts[:, present], ds.target("energy")[np.asarray(indices)],
+                                   rcond=None)
+    e0[present] = solution
+    return e0
 
 
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
-    """The objective, standardised with the training frames' energy mean and std (eV)."""
+    """The objective with its statistics from the training frames (eV, eV/Å): for the atomwise
+    head E0 and the scale (RMS of the force components), for both the loss normaliser (std of
+    E − Σ E0; one molecule: of E)."""
     per = ({n: label.per for n, label in ds.labels.items()} or  # a dataset made outside a source:
            {**dict.fromkeys(ds.target_names, "structure"),       # what it stores
             **dict.fromkeys(ds.atom_target_names, "atom")})
     if per.get("energy") != "structure" or per.get("forces") != "atom":
         raise ConfigError("finetune.task=energy_force needs energies and forces: use "
-                          "data.dataset=md17 with data.path=FILE.npz")
-    e = ds.target("energy")[np.asarray(train_idx)]
-    std = float(e.std()) if len(e) > 1 and e.std() > 0 else 1.0
-    return EnergyForceRegression(cfg.model.hidden, **params(cfg), mean=float(e.mean()), std=std)
+                          "data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
+    idx = np.asarray(train_idx)
+    e = ds.target("energy")[idx]
+    if cfg.finetune.energy_head == "mlp_of_sum":
+        std = float(e.std()) if len(e) > 1 and e.std() > 0 else 1.0
+        return EnergyForceRegression(cfg.model.hidden, **params(cfg), mean=float(e.mean()), std=std)
+    e0 = fit_e0(ds, idx, cfg.finetune.e0)
+    residual = e - ds.per_molecule_sum(e0, idx)
+    std = float(residual.std()) if len(e) > 1 and residual.std() > 0 else 1.0
+    forces = np.asarray(ds.batch(idx[:2000], targets=["forces"]).targets["forces"], np.float64)
+    scale = float(np.sqrt(np.mean(forces ** 2))) if forces.size and np.any(forces) else 1.0
+    return EnergyForceRegression(cfg.model.hidden, **params(cfg), std=std, scale=scale, e0=e0)
 
 
 def params(cfg: Config) -> dict:
-    return {"energy_weight": cfg.finetune.energy_weight, "force_weight": cfg.finetune.force_weight}
+    return {"energy_weight": cfg.finetune.energy_weight, "force_weight": cfg.finetune.force_weight,
+            "head": cfg.finetune.energy_head}
+
+
+def baselines(ds, train_idx, test_idx) -> dict[str, float]:
+    """Errors of trivial predictors on the test structures (eV, eV/Å): energies Σ E0 (E0 fitted
+    on the training split; one molecule: its mean energy) and zero forces."""
+    if len(test_idx) == 0:
+        return {}
+    e0 = fit_e0(ds, train_idx)
+    test = np.asarray(test_idx)
+    e_err = np.abs(ds.target("energy")[test] - ds.per_molecule_sum(e0, test))
+    forces = np.asarray(ds.batch(test, targets=["forces"]).targets["forces"], np.float64)
+    return {"energy_mae": float(e_err.mean()), "force_mae": float(np.abs(forces).mean()),
+            "energy_mae_per_atom": float((e_err / ds.natoms[test]).mean()),
+            "force_rmse": float(np.sqrt(np.mean(forces ** 2)))}
 
 
 def build(cfg: Config) -> Job:
@@ -54,9 +106,12 @@ def build(cfg: Config) -> Job:
     objective = energy_force_objective(cfg, ds, split["train"])
     head_from = None
     if init is not None and cfg.finetune.init_energy_head:
-        # E = std · head + mean: the starting forces are the pretrained −∇E times the energy std
         found = init.energy_head()
-        if found is not None:
+        if found is not None and objective.kind == "atomwise":
+            print(f"note: {cfg.finetune.init}'s {found[0]} energy head is MLP(Σ h), not atomwise: "
+                  f"not transferred (finetune.energy_head=mlp_of_sum starts from it)")
+        elif found is not None:
+            # E = std · head + mean: the starting forces are the pretrained −∇E times the energy std
             head_from = found[0]
             load_state(objective.head, found[1], "energy head", cfg.finetune.init)
 
@@ -66,12 +121,15 @@ def build(cfg: Config) -> Job:
 
     def finish(trainer, test, kept):
         test_metrics = report(force_field_errors(trainer.backbone, objective, test, trainer.device))
+        trivial = report(baselines(ds, split["train"], split["test"]), "baseline_")
         metrics = {
             "task": "energy_force", "target": "forces", "unit": "kcal/mol/Å",
             "test_mae": test_metrics["force_mae_kcal_mol_A"],
             **{f"test_{k}": v for k, v in test_metrics.items()},
             **{f"valid_{k}": v for k, v in kept["metrics"].items() if k not in ("step", "epoch")},
+            **trivial,
             "best_epoch": kept["epoch"], "init": cfg.finetune.init, "energy_head_from": head_from,
+            "energy_head": objective.kind,
             "data": cfg.data.path, "molecule": ds.meta.get("name"), "theory": ds.meta.get("theory"),
             "train_size": len(split["train"]), "valid_size": len(split["valid"]),
             "test_size": len(split["test"]), "steps": trainer.step,
@@ -80,6 +138,12 @@ def build(cfg: Config) -> Job:
                 f"({test_metrics['force_mae_meV_A']:.1f} meV/Å), energy MAE "
                 f"{test_metrics['energy_mae_kcal_mol']:.4f} kcal/mol (best validation epoch "
                 f"{kept['epoch']})")
+        for what in ("force_mae", "energy_mae"):
+            unit = "kcal_mol_A" if what == "force_mae" else "kcal_mol"
+            if trivial and test_metrics[f"{what}_{unit}"] >= trivial[f"baseline_{what}_{unit}"]:
+                line += (f"\nwarning: the test {what.replace('_', ' ')} does not beat the trivial "
+                         f"baseline ({'zero forces' if what == 'force_mae' else 'E0 only'}: "
+                         f"{trivial[f'baseline_{what}_{unit}']:.4f})")
         return metrics, line
 
     init_text = f"from {cfg.finetune.init}" if cfg.finetune.init else "from scratch"
@@ -87,15 +151,18 @@ def build(cfg: Config) -> Job:
     return Job(task=OBJECTIVE, backbone=backbone, objectives={OBJECTIVE: (1.0, objective)},
                params={OBJECTIVE: params(cfg)}, dataset=ds, split=split,
                labels={k: ds.labels[k] for k in ("energy", "forces")},
+               domain=checkpoint.training_domain(ds, split["train"]),
                announce=f"fine-tuning energy + forces of {ds.meta.get('name', cfg.data.path)} "
                         f"({ds.meta.get('theory', '?')}) on {len(split['train'])} frames, "
                         f"{init_text}{head_text}",
                validate=validate, select="loss", finish=finish)
 
 
-def load_force_field(path, overrides: list[str] = ()):
-    """(config, backbone, objective) of an energy + force checkpoint, in eval mode, on CPU."""
-    return _force_field(checkpoint.load(path, kind="finetune", overrides=overrides))
+def load_force_field(path, overrides: list[str] = (), allow_unseen: bool = False):
+    """(config, backbone, objective, domain) of an energy + force checkpoint, in eval mode, on
+    CPU; ``domain`` (:class:`~denoise3d.jobs.checkpoint.Domain`) refuses unseen elements."""
+    ckpt = checkpoint.load(path, kind="finetune", overrides=overrides)
+    return (*_force_field(ckpt), checkpoint.Domain.of(ckpt, allow_unseen))
 
 
 def _force_field(ckpt: checkpoint.Checkpoint):
@@ -109,11 +176,11 @@ def _force_field(ckpt: checkpoint.Checkpoint):
     return ckpt.config, backbone.eval(), objective.eval()
 
 
-def evaluate(ckpt: checkpoint.Checkpoint, split_name: str) -> dict:
-    """Energy and force MAEs of a force-field checkpoint on a split of its data (or of another
-    trajectory: ``data.path=other.npz`` with split ``all``)."""
+def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
+    """Energy and force errors of a force-field checkpoint on a split of its data (or of another
+    file: ``data.path=other.npz`` with split ``all``), with the trivial baselines."""
     cfg, backbone, objective = _force_field(ckpt)
-    _, loader, device = evaluation_run(ckpt, split_name, (backbone, objective))
+    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, objective), allow_unseen)
     errors = force_field_errors(backbone, objective, loader, device)
     return {"checkpoint": ckpt.path, "data": cfg.data.path, "split": split_name,
             "frames": len(loader.indices), **report(errors)}

@@ -4,14 +4,15 @@ module computes its metrics (:func:`denoise3d.jobs.property.evaluate`,
 
 from __future__ import annotations
 
-from denoise3d.jobs import checkpoint, energy_force, property
+from denoise3d.jobs import checkpoint
+from denoise3d.jobs.finetune import TASKS
 
-EVALUATORS = {"property": property.evaluate, "energy_force": energy_force.evaluate}
 
-
-def evaluate(path, split_name: str = "test", overrides: list[str] = ()) -> dict:
+def evaluate(path, split_name: str = "test", overrides: list[str] = (),
+             allow_unseen: bool = False) -> dict:
     """Metrics of the fine-tuned checkpoint ``path`` on ``split_name`` (train / valid / test /
     all) of its data; ``overrides`` (``data.max_test=1000``, ``data.path=other.npz``,
-    ``train.device=cuda``) apply to its saved config."""
+    ``train.device=cuda``) apply to its saved config. Structures with elements absent from the
+    training data are refused unless ``allow_unseen``."""
     ckpt = checkpoint.load(path, kind="finetune", overrides=overrides)
-    return EVALUATORS[ckpt.task](ckpt, split_name)
+    return TASKS[ckpt.task].evaluate(ckpt, split_name, allow_unseen)

@@ -6,7 +6,8 @@ from denoise3d.config import Config, ConfigError
 from denoise3d.jobs import energy_force, property
 from denoise3d.jobs.skeleton import run
 
-TASKS = {"property": property.build, "energy_force": energy_force.build}
+# the fine-tuning tasks: each module supplies build(cfg) -> Job and evaluate(ckpt, split, ...)
+TASKS = {"property": property, "energy_force": energy_force}
 
 
 def finetune(cfg: Config) -> dict:
@@ -15,4 +16,4 @@ def finetune(cfg: Config) -> dict:
     if cfg.finetune.task not in TASKS:
         raise ConfigError(f"unknown finetune.task {cfg.finetune.task!r} "
                           f"(known: {', '.join(TASKS)})")
-    return run(cfg, TASKS[cfg.finetune.task])
+    return run(cfg, TASKS[cfg.finetune.task].build)

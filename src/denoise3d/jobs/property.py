@@ -50,6 +50,16 @@ def objective(cfg: Config, ds, train_idx, label) -> PropertyRegression:
                               torch.as_tensor(ref, dtype=torch.float32), **options(cfg))
 
 
+def baseline(ds, train_idx, test_idx, label) -> float:
+    """MAE (internal units) on ``test_idx`` of predicting the training mean of the label (minus
+    its per-element reference, added back per structure, when the dataset declares one)."""
+    ref = label.reference if label.reference is not None else np.zeros(MAX_Z + 1)
+    train = ds.target(label.name)[np.asarray(train_idx)] - ds.per_molecule_sum(ref, train_idx)
+    test = np.asarray(test_idx)
+    pred = train.mean() + ds.per_molecule_sum(ref, test)
+    return float(np.abs(ds.target(label.name)[test] - pred).mean())
+
+
 def build(cfg: Config) -> Job:
     backbone, _ = checkpoint.initial(cfg)
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
@@ -66,25 +76,34 @@ def build(cfg: Config) -> Job:
                    "valid_mae": kept["value"], "best_epoch": kept["epoch"],
                    "init": cfg.finetune.init, "train_size": len(split["train"]),
                    "test_size": len(split["test"]), "steps": trainer.step}
-        return metrics, f"test {key} = {mae:.3f} (best validation epoch {kept['epoch']})"
+        line = f"test {key} = {mae:.3f} (best validation epoch {kept['epoch']})"
+        if len(split["test"]):
+            trivial = baseline(ds, split["train"], split["test"], label) * label.report_factor
+            metrics["baseline_test_mae"] = trivial
+            if mae >= trivial:
+                line += (f"\nwarning: the test MAE does not beat the trivial baseline (the "
+                         f"training mean{' plus atom references' if label.reference is not None else ''}"
+                         f": {trivial:.3f} {label.report_unit})")
+        return metrics, line
 
     init = cfg.finetune.init
     return Job(task=OBJECTIVE, backbone=backbone, objectives={OBJECTIVE: (1.0, head)},
                params={OBJECTIVE: {"target": label.name, **options(cfg)}}, dataset=ds,
                split=split, labels={label.name: label},
+               domain=checkpoint.training_domain(ds, split["train"]),
                announce=f"fine-tuning {label.name} ({label.report_unit}) on {len(split['train'])} "
                         f"labels, {'from ' + init if init else 'from scratch'}",
                validate=validate, select=key, finish=finish)
 
 
-def evaluate(ckpt: checkpoint.Checkpoint, split_name: str) -> dict:
+def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
     """MAE of a property checkpoint on a split, in the label's report unit."""
     backbone = ckpt.backbone()
     entry = ckpt.objective(OBJECTIVE)
     params = {**options(ckpt.config), **entry["params"]}  # format 1 saved the target only
     head = PropertyRegression(ckpt.config.model.hidden, **params)
     load_state(head, entry["state"], "property head", ckpt.path)
-    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, head))
+    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, head), allow_unseen)
     label = label_of(ds, params["target"], ckpt.config.data.dataset)
     mae = property_mae(backbone, head, loader, device) * label.report_factor
     return {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices),

@@ -23,15 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import yaml
 from torch import nn
 
-from denoise3d.config import Config, explicit_keys, save_config
+from denoise3d.config import Config, ConfigError, explicit_keys, save_config, to_dict
 from denoise3d.data.batching import loader
 from denoise3d.data.sources import load_data, load_dataset
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.lock import output_folder
 from denoise3d.train.loop import Trainer, resolve_device
 from denoise3d.train.seed import seed_everything
+from denoise3d.train.state import resume_path
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Job:
     # (trainer, test loader, kept epoch) -> (metrics, closing line); None = no test (pretraining)
     finish: Callable | None = None
     labels: dict = field(default_factory=dict)  # {name: Label} the fine-tuned model predicts
+    domain: dict | None = None  # fine-tuning: checkpoint.training_domain of the training split
 
     @property
     def checkpoint_name(self) -> str:
@@ -65,6 +69,10 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     trainer = Trainer(job.backbone, job.objectives, cfg.train, out)
     train = loader(job.dataset, job.split["train"], cfg.data, train=True, seed=cfg.train.seed)
     valid = loader(job.dataset, job.split["valid"], cfg.data, train=False)
+    if len(train) == 0 and cfg.train.max_steps != 0:
+        raise ConfigError(f"no training batch: {len(job.split['train'])} training structures and "
+                          f"data.batch_size={cfg.data.batch_size} (a partial last batch is dropped)")
+    check_resume(cfg, out)
     trainer.start(train)  # lr schedule, train.resume's state: reads only
     main = trainer.dist.is_main
     with output_folder(out, take=main):
@@ -84,6 +92,38 @@ def run(cfg: Config, build: Callable[[Config], Job]):
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(f"{line}; saved {out / job.checkpoint_name}")
         return metrics
+
+
+# keys a resumed run may change: how long and where it runs, not what it trains
+RESUMABLE = {"train.epochs", "train.max_steps", "train.resume", "train.device", "train.threads",
+             "train.checkpoint_every", "train.log_every", "train.tensorboard", "train.out",
+             "data.cache_dir", "data.eval_batch_size", "data.max_test"}
+
+
+def check_resume(cfg: Config, out: Path) -> None:
+    """A resumed run continues the run it resumes: its config may differ from the one saved beside
+    the resume file only in :data:`RESUMABLE` keys (a one-line error names the first other)."""
+    path = resume_path(cfg.train.resume, out)
+    saved = None if path is None else path.parent / "config.yaml"
+    if saved is None or not saved.is_file():
+        return
+    before = _flat(yaml.safe_load(saved.read_text()) or {})
+    now = _flat(to_dict(cfg))
+    for key in sorted(set(before) | set(now)):
+        if key not in RESUMABLE and before.get(key) != now.get(key):
+            raise ConfigError(f"train.resume: {path.parent} was run with {key}={before.get(key)}, "
+                              f"this config has {key}={now.get(key)}; resuming continues that run "
+                              f"(set it back, or start a new train.out)")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> dict:
@@ -125,23 +165,28 @@ def _save(cfg: Config, job: Job, trainer: Trainer, out: Path, metrics: dict, sta
     checkpoint.save(out / job.checkpoint_name, cfg,
                     kind="pretrain" if job.task == "pretrain" else "finetune", task=job.task,
                     state=state, raw=raw, ema=trainer.ema, weights=trainer.weights,
-                    params=job.params, labels=job.labels, step=trainer.step, metrics=metrics)
+                    params=job.params, labels=job.labels, step=trainer.step, metrics=metrics,
+                    domain=job.domain)
 
 
-def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple):
+def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
+                   allow_unseen: bool = False):
     """``(dataset, loader, device)`` to evaluate a checkpoint's ``models`` (moved to the device)
     on ``split_name`` of its data (or of the data its overrides name); "all" = every structure
-    of ``data.path``, without splitting it (the file may be short)."""
+    of ``data.path``, without splitting it (the file may be short). Structures with elements the
+    model never saw are refused (:class:`~denoise3d.jobs.checkpoint.Domain`)."""
     cfg = ckpt.config
     explicit = explicit_keys(cfg, "data")
     if split_name == "all":
         ds = load_dataset(cfg.data, explicit)
-        indices = range(len(ds))
+        indices = np.arange(len(ds))
     else:
         ds, split = load_data(cfg.data, explicit)
         if split_name not in split:
             raise ValueError(f"unknown split {split_name!r}; choose from {', '.join(split)}")
         indices = split[split_name]
+    checkpoint.Domain.of(ckpt, allow_unseen).check(ds.element_counts(indices),
+                                                   cfg.data.path or cfg.data.dataset)
     device = resolve_device(cfg.train.device)
     for model in models:
         model.to(device)

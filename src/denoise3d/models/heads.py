@@ -43,6 +43,28 @@ class EnergyHead(nn.Module):
         return self.mlp(graph_embedding(s, batch)).squeeze(-1)
 
 
+class AtomwiseEnergyHead(nn.Module):
+    """Extensive energy ``E = scale · Σ_i e(s_i) + Σ_i E0[z_i]`` (n_graphs,) float64, eV.
+
+    ``e`` is an MLP of each atom's features (the official 3D-EMGP MD17 head is also a per-atom MLP
+    summed over atoms); ``E0`` (MAX_Z + 1,) per-element reference energies and ``scale`` are
+    buffers set from the training data (:func:`denoise3d.jobs.energy_force.energy_force_objective`),
+    so far-apart fragments add up and an unseen molecule starts from its elements' energies.
+    """
+
+    def __init__(self, hidden: int, scale: float = 1.0, e0=None):
+        super().__init__()
+        self.mlp = mlp(hidden, hidden, 1)
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+        ref = torch.zeros(MAX_Z + 1) if e0 is None else torch.as_tensor(e0)
+        self.register_buffer("e0", ref.to(torch.float64))
+
+    def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
+        atomic = self.mlp(s).squeeze(-1)  # (n_atoms,)
+        learned = scatter_sum(atomic, batch.batch, batch.num_graphs).double() * self.scale
+        return learned + scatter_sum(self.e0[batch.z], batch.batch, batch.num_graphs)
+
+
 class ClassifierHead(nn.Module):
     """Logits over ``n_classes`` from a feature vector, (n_graphs, n_classes)."""
 

@@ -1,14 +1,21 @@
 """Energy + force fine-tuning (3D-EMGP on MD17): a conservative force field on a backbone.
 
-    E = std · MLP(Σ_i s_i) + mean            (eV; EnergyHead, 3D-EMGP Eq. 2)
-    F = −∂E/∂X                               (eV/Å; autograd, ``create_graph`` while training)
+Two energy heads (``head``):
+
+    atomwise:     E = scale · Σ_i e(s_i) + Σ_i E0[z_i]      (eV; AtomwiseEnergyHead, extensive)
+    mlp_of_sum:   E = std · MLP(Σ_i s_i) + mean            (eV; EnergyHead, 3D-EMGP Eq. 2)
+    F = −∂E/∂X                                             (eV/Å; autograd, ``create_graph`` in training)
     L = λ_E · mean|E − E*| / std + λ_F · mean|F − F*| / std
 
-``mean`` and ``std`` are the training split's energy statistics (one molecule's trajectory, so no
-atom references are needed); λ_E = 0.2, λ_F = 0.8 (App. B.2). The official code takes the L1
-losses in kcal/mol without the ``1/std``; with Adam a constant factor on the loss changes nothing
-but the effective ε, and dividing by ``std`` makes the loss unit-free like the other objectives.
-Force errors are per Cartesian component (MD17's convention).
+``atomwise`` is extensive (two molecules far apart on a radius backbone add up) and fits any mix
+of compositions: E0 from the training split (least squares), ``scale`` the RMS of its force
+components. ``mlp_of_sum`` is the pretraining objectives' energy model, the one a pretrained
+energy head can be loaded into; ``mean`` and ``std`` are then the training energies' statistics.
+For both, ``std`` is the training split's std of E − Σ E0 (one molecule: of E); λ_E = 0.2,
+λ_F = 0.8 (App. B.2). The official code takes the L1 losses in kcal/mol without the ``1/std``; with
+Adam a constant factor on the loss changes nothing but the effective ε, and dividing by ``std``
+makes the loss unit-free like the other objectives. Force errors are per Cartesian component
+(MD17's convention).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from denoise3d.models.heads import EnergyHead, energy_and_forces
+from denoise3d.models.heads import AtomwiseEnergyHead, EnergyHead, energy_and_forces
+
+HEADS = ("atomwise", "mlp_of_sum")
 
 __all__ = ["EnergyForceRegression"]
 
@@ -27,18 +36,24 @@ class EnergyForceRegression(nn.Module):
     target = "energy"
 
     def __init__(self, hidden: int, energy_weight: float = 0.2, force_weight: float = 0.8,
-                 mean: float = 0.0, std: float = 1.0):
+                 mean: float = 0.0, std: float = 1.0, head: str = "mlp_of_sum",
+                 scale: float = 1.0, e0=None):
         super().__init__()
         if std <= 0:
             raise ValueError(f"energy std must be > 0, got {std}")
+        if head not in HEADS:
+            raise ValueError(f"unknown energy head {head!r} (known: {', '.join(HEADS)})")
         self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)
-        self.head = EnergyHead(hidden)
+        self.kind = head
+        self.head = EnergyHead(hidden) if head == "mlp_of_sum" else AtomwiseEnergyHead(hidden, scale, e0)
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))  # eV
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float64))  # eV
 
     def energy(self, s: torch.Tensor, batch) -> torch.Tensor:
         """E in eV from node features, (n_graphs,) float64 (total energies such as MD17's
         aspirin, -17,600 eV, would lose ~1 meV to float32 rounding)."""
+        if self.kind == "atomwise":
+            return self.head(s, batch)
         return self.head(s, batch).double() * self.std.double() + self.mean.double()
 
     def predict(self, backbone: nn.Module, batch, create_graph: bool = False):

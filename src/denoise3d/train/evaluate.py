@@ -57,17 +57,24 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
 
 
 def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
-    """Energy MAE (eV), force MAE per component (eV/Å) and the objective's loss on them, over
-    ``loader``, for an energy + force objective (forces need autograd, so no ``no_grad`` here)."""
+    """Energy MAE (eV per structure, and per atom), force MAE and RMSE per component (eV/Å) and
+    the objective's loss on them, over ``loader``, for an energy + force objective (forces need
+    autograd, so no ``no_grad`` here)."""
     backbone.eval()
     objective.eval()
-    e_sum = f_sum = 0.0
+    e_sum = e_atom_sum = f_sum = f_sq = 0.0
     n_graphs = n_components = 0
     for batch in _bar(eval_shard(loader)):
-        e_err, f_err = objective.errors(backbone, batch.to(device))
+        batch = batch.to(device)
+        e_err, f_err = objective.errors(backbone, batch)
         e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
+        e_atom_sum += float((e_err / batch.natoms.to(e_err.dtype)).sum())
+        f_sq += float(f_err.double().square().sum())
         n_graphs, n_components = n_graphs + e_err.numel(), n_components + f_err.numel()
-    e_sum, f_sum, n_graphs, n_components = all_reduce_sums([e_sum, f_sum, n_graphs, n_components])
+    e_sum, f_sum, e_atom_sum, f_sq, n_graphs, n_components = all_reduce_sums(
+        [e_sum, f_sum, e_atom_sum, f_sq, n_graphs, n_components])
     e_mae, f_mae = e_sum / max(n_graphs, 1), f_sum / max(n_components, 1)
     loss = float(objective.combine(torch.tensor(e_mae), torch.tensor(f_mae)))
-    return {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss}
+    return {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss,
+            "energy_mae_per_atom": e_atom_sum / max(n_graphs, 1),
+            "force_rmse": (f_sq / max(n_components, 1)) ** 0.5}

@@ -14,13 +14,14 @@ import numpy as np
 
 from denoise3d.config import ConfigError, DataConfig
 from denoise3d.data.sources.base import COMMON_KEYS, Label, Source, subset
+from denoise3d.data.sources.files import Files
 from denoise3d.data.sources.md17 import MD17
 from denoise3d.data.sources.qm9 import QM9
 from denoise3d.data.sources.structures import Geom, Structures
 
 __all__ = ["DATASETS", "Label", "Source", "source", "check_keys", "load_data", "load_dataset"]
 
-DATASETS: dict[str, Source] = {s.name: s for s in (QM9(), MD17(), Structures(), Geom())}
+DATASETS: dict[str, Source] = {s.name: s for s in (QM9(), MD17(), Files(), Structures(), Geom())}
 
 
 def source(cfg: DataConfig) -> Source:

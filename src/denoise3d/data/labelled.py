@@ -1,0 +1,223 @@
+"""Labelled structure files: extxyz / xyz / ASE db (read by ASE) and SDF (read by RDKit).
+
+Labels:
+
+* per structure: ``atoms.info[key]``, else the stored calculator results (``atoms.calc.results``:
+  what ASE writes for ``energy``), else an ASE db row's key-value pairs; SDF: the record's
+  property tags (``> <gap>``);
+* per atom: ``atoms.arrays[key]``, else the calculator results (ASE writes ``forces`` there).
+
+Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
+the first structure has them, plus ``targets`` (names; default: every numeric scalar label of the
+first structure). Every structure must then have every label, finite and of the right shape: a
+missing, non-finite or mis-shaped label is a one-line ``ValueError`` naming the file, the frame
+and the key.
+
+Units are declared per label (``units = {"energy": "kcal/mol", "forces": "kcal/mol/Å",
+"gap": "eV", "dipole": "D"}``) and converted once, here, with ``ase.units`` values: energies (eV,
+meV, kcal/mol, kJ/mol, Hartree) to eV, lengths (Å, bohr) to Å, forces (energy/length) to eV/Å.
+Defaults: ``energy`` eV and ``forces`` eV/Å (ASE's own units); any other label without a declared
+unit is unitless. A declared unit that is not an energy, length or force is kept as it is (D).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from denoise3d.data.readers import (DB_SUFFIXES, SDF_SUFFIXES, XYZ_SUFFIXES, checked,
+                                    file_suffix, read_sdf_molecules, rdkit_structure,
+                                    structure_files)
+from denoise3d.data.storage import HOP_SETTINGS, fingerprint_files
+
+
+def _energy_units() -> dict[str, float]:
+    from ase import units
+
+    return {"ev": 1.0, "mev": 1e-3, "kcal/mol": units.kcal / units.mol,
+            "kj/mol": units.kJ / units.mol, "hartree": units.Hartree, "ha": units.Hartree}
+
+
+def _length_units() -> dict[str, float]:
+    from ase import units
+
+    return {"å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "bohr": units.Bohr}
+
+
+def convert(unit: str, where: str = "") -> tuple[float, str]:
+    """``(factor, internal unit)``: internal = file value × factor. Energies → eV, lengths → Å,
+    forces (energy/length) → eV/Å; other units are kept (factor 1), "" = unitless."""
+    u = unit.strip()
+    key = u.lower().replace(" ", "")
+    energy, length = _energy_units(), _length_units()
+    if key in energy:
+        return energy[key], "eV"
+    if key in length:
+        return length[key], "Å"
+    head, _, tail = key.rpartition("/")
+    if head in energy and tail in length:
+        return energy[head] / length[tail], "eV/Å"
+    if "/" in key and (head.split("/")[0] in energy or key.split("/")[0] in energy):
+        raise ValueError(f"{where}unknown unit {unit!r} (forces: energy/length, energy in "
+                         f"{', '.join(energy)}, length in {', '.join(length)})")
+    return 1.0, u
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label to read: its name in the dataset, its key in the file, per structure or atom,
+    and the conversion of its declared unit to the internal one."""
+
+    name: str
+    key: str
+    per: str  # "structure" | "atom"
+    factor: float
+    unit: str  # internal unit after conversion ("" = unitless)
+
+
+@dataclass
+class LabelledStructure:
+    z: np.ndarray  # (n,) int64
+    pos: np.ndarray  # (n, 3) float64, Å
+    values: dict  # {key: raw value as stored in the file}
+    name: str = ""
+    smiles: str = ""
+
+
+def _scalar(value) -> bool:
+    try:
+        return np.ndim(value) == 0 and np.isfinite(float(value)) and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        return False
+
+
+def _from_atoms(atoms, name: str) -> LabelledStructure:
+    values = {}
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    values.update({k: v for k, v in results.items()})
+    values.update({k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")})
+    values.update(atoms.info)
+    return LabelledStructure(np.asarray(atoms.numbers), np.asarray(atoms.positions), values, name,
+                             str(atoms.info.get("smiles", "")))
+
+
+def read_frames(path: Path) -> Iterator[LabelledStructure]:
+    """Every structure of one file with all its stored values (raw, file units)."""
+    suffix = file_suffix(path)
+    if suffix in XYZ_SUFFIXES:
+        import ase.io
+
+        try:
+            for k, atoms in enumerate(ase.io.iread(path, index=":")):
+                yield _from_atoms(atoms, f"{path.name}:{k}")
+        except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
+            if isinstance(e, ValueError) and str(e).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: not a readable xyz/extxyz file ({e})") from None
+    elif suffix in DB_SUFFIXES:
+        import ase.db
+
+        with ase.db.connect(path) as db:
+            for row in db.select():
+                s = _from_atoms(row.toatoms(), str(row.get("name", row.id)))
+                s.values.update(row.key_value_pairs)
+                yield s
+    elif suffix in SDF_SUFFIXES:
+        for k, mol in read_sdf_molecules(path):
+            s = rdkit_structure(mol, f"{path}: record {k}", False)
+            values = {}
+            for key, v in mol.GetPropsAsDict().items():
+                try:
+                    values[key] = float(v)
+                except (TypeError, ValueError):
+                    values[key] = v
+            yield LabelledStructure(s.z, s.pos, values, s.name or f"{path.name}:{k}", s.smiles)
+    else:
+        raise ValueError(f"{path}: unknown structure file type")
+
+
+def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_key: str,
+                targets: list | None, units: dict) -> list[LabelSpec]:
+    """The labels to read, decided from the first structure and the settings."""
+    specs = []
+    if energy_key in first.values:
+        specs.append(("energy", energy_key, "structure"))
+    if forces_key in first.values:
+        specs.append(("forces", forces_key, "atom"))
+    if targets is None:
+        skip = {energy_key, forces_key, "smiles", "name"}
+        targets = [k for k, v in first.values.items() if k not in skip and _scalar(v)]
+    for t in targets:
+        if t not in first.values:
+            raise ValueError(f"{where}: frame 0: no label {t!r} (it has: "
+                             f"{', '.join(sorted(first.values)) or 'none'})")
+        if t not in (energy_key, forces_key):
+            specs.append((t, t, "structure"))
+    unknown = sorted(set(units) - {n for n, _, _ in specs})
+    if unknown:
+        raise ValueError(f"{where}: data.units names {', '.join(unknown)}, not a label read from "
+                         f"the file (labels: {', '.join(n for n, _, _ in specs) or 'none'})")
+    defaults = {"energy": "eV", "forces": "eV/Å"}
+    out = []
+    for name, key, per in specs:
+        factor, unit = convert(str(units.get(name, defaults.get(name, ""))), f"{where}: {name}: ")
+        out.append(LabelSpec(name, key, per, factor, unit))
+    return out
+
+
+def label_values(s: LabelledStructure, specs: list[LabelSpec], where: str):
+    """(per-structure values (n_labels,) float64, per-atom forces (n, 3) or None), internal units."""
+    scalars, forces = [], None
+    for spec in specs:
+        if spec.key not in s.values:
+            raise ValueError(f"{where}: no label {spec.key!r}")
+        try:
+            value = np.asarray(s.values[spec.key], dtype=np.float64) * spec.factor
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: label {spec.key!r} is not numeric "
+                             f"({s.values[spec.key]!r})") from None
+        shape = (len(s.z), 3) if spec.per == "atom" else ()
+        if value.shape != shape and not (spec.per == "structure" and value.shape == (1,)):
+            raise ValueError(f"{where}: label {spec.key!r} has shape {value.shape}, expected "
+                             f"{shape or 'a scalar'}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: label {spec.key!r} is not finite")
+        if spec.per == "atom":
+            forces = value
+        else:
+            scalars.append(float(value.reshape(-1)[0]))
+    return np.array(scalars, dtype=np.float64), forces
+
+
+def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str = "forces",
+                  targets: list | None = None, units: dict | None = None):
+    """``(specs, iterator of (z, pos, values, forces, name, smiles))`` over every structure of a
+    labelled file or directory; values in internal units (see the module docstring)."""
+    files = structure_files(path)
+    first = next(iter(read_frames(files[0])), None)
+    if first is None:
+        raise ValueError(f"{files[0]}: no structures")
+    specs = label_specs(first, str(files[0]), energy_key, forces_key, targets, units or {})
+
+    def records():
+        for f in files:
+            frame = "record" if file_suffix(f) in SDF_SUFFIXES else "frame"
+            for k, s in enumerate(read_frames(f)):
+                where = f"{f}: {frame} {k}"
+                z, pos = checked(s.z, s.pos, where)
+                values, forces = label_values(s, specs, where)
+                yield z, pos, values, forces, s.name, s.smiles
+
+    return specs, records()
+
+
+def labelled_source(path: str | Path, settings: dict) -> dict:
+    """Fingerprint of the files and of every setting that shapes the cache (label keys, units)."""
+    files = structure_files(path)
+    fp = hashlib.sha1(repr(fingerprint_files(files)).encode()).hexdigest()
+    return {"dataset": "files", "path": str(Path(path).resolve()), "n_files": len(files),
+            "sha1": fp, "hops": HOP_SETTINGS, **settings}
