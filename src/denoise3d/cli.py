@@ -1,6 +1,7 @@
 """``denoise3d <verb> CONFIG [section.key=value ...]`` — a thin layer over typed configs.
 
-Verbs: pretrain, finetune, evaluate, summary, pretrained; data (xtb-md), md, landscape. Every training verb
+Verbs: pretrain, finetune, evaluate, predict, summary, pretrained; data (xtb-md, conformers,
+build), md, landscape. Every training verb
 saves the resolved config beside its checkpoints. Errors in input (config, data, checkpoint)
 print one line and exit with status 2; set DENOISE3D_DEBUG=1 for the full traceback.
 """
@@ -41,6 +42,13 @@ def cmd_evaluate(args) -> None:
 
     print(json.dumps(evaluate(args.checkpoint, args.split, args.overrides,
                               args.allow_unseen_elements), indent=2))
+
+
+def cmd_predict(args) -> None:
+    from denoise3d.jobs.predict import predict
+
+    print(json.dumps(predict(args.checkpoint, args.structures, args.out,
+                             args.allow_unseen_elements, args.batch_size, args.device), indent=2))
 
 
 def cmd_summary(args) -> None:
@@ -266,6 +274,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     _add_unseen_flag(s)
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("predict", help="predict energies + forces or properties of new structures")
+    s.add_argument("checkpoint", help="a fine-tuned checkpoint (finetune.pt)")
+    s.add_argument("structures", help="xyz / extxyz / sdf / ASE .db file or a directory of them")
+    s.add_argument("--out", required=True, help="predictions: .extxyz or .csv")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", default="cpu")
+    _add_unseen_flag(s)
+    s.set_defaults(fn=cmd_predict)
     s = sub.add_parser("summary", help="print the test metrics of finished fine-tuning runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.set_defaults(fn=cmd_summary)

@@ -61,7 +61,7 @@ def convert(unit: str, where: str = "") -> tuple[float, str]:
     head, _, tail = key.rpartition("/")
     if head in energy and tail in length:
         return energy[head] / length[tail], "eV/Å"
-    if "/" in key and (head.split("/")[0] in energy or key.split("/")[0] in energy):
+    if "/" in key and (head in energy or head.split("/")[0] in energy or key.split("/")[0] in energy):
         raise ValueError(f"{where}unknown unit {unit!r} (forces: energy/length, energy in "
                          f"{', '.join(energy)}, length in {', '.join(length)})")
     return 1.0, u

@@ -160,10 +160,12 @@ def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
 
 
 def formula(counts) -> str:
-    """Hill-order-free formula of element counts (MAX_Z + 1,): ``C2H6O1`` style, by atomic number."""
+    """The Hill formula (C, H, then alphabetical; ``C2H6O``) of element counts (MAX_Z + 1,)."""
     from denoise3d.data.elements import SYMBOLS
 
-    return "".join(f"{SYMBOLS[z]}{int(n)}" for z, n in enumerate(counts) if n)
+    n = {SYMBOLS[z]: int(c) for z, c in enumerate(counts) if c}
+    order = (["C", "H"] if "C" in n else []) + sorted(k for k in n if k not in ("C", "H") or "C" not in n)
+    return "".join(f"{k}{n[k] if n[k] > 1 else ''}" for k in order if k in n)
 
 
 def training_domain(ds, indices) -> dict:

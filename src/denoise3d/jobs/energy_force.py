@@ -158,14 +158,15 @@ def build(cfg: Config) -> Job:
                validate=validate, select="loss", finish=finish)
 
 
-def load_force_field(path, overrides: list[str] = (), allow_unseen: bool = False):
+def loadforce_field_from(path, overrides: list[str] = (), allow_unseen: bool = False):
     """(config, backbone, objective, domain) of an energy + force checkpoint, in eval mode, on
     CPU; ``domain`` (:class:`~denoise3d.jobs.checkpoint.Domain`) refuses unseen elements."""
     ckpt = checkpoint.load(path, kind="finetune", overrides=overrides)
-    return (*_force_field(ckpt), checkpoint.Domain.of(ckpt, allow_unseen))
+    return (*force_field_from(ckpt), checkpoint.Domain.of(ckpt, allow_unseen))
 
 
-def _force_field(ckpt: checkpoint.Checkpoint):
+def force_field_from(ckpt: checkpoint.Checkpoint):
+    """(config, backbone, objective) of an energy + force checkpoint read once, in eval mode."""
     if ckpt.task != OBJECTIVE:
         raise CheckpointError(f"{ckpt.path}: not a force field (fine-tuned with task "
                               f"{ckpt.task!r}; use finetune.task=energy_force)")
@@ -179,7 +180,7 @@ def _force_field(ckpt: checkpoint.Checkpoint):
 def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
     """Energy and force errors of a force-field checkpoint on a split of its data (or of another
     file: ``data.path=other.npz`` with split ``all``), with the trivial baselines."""
-    cfg, backbone, objective = _force_field(ckpt)
+    cfg, backbone, objective = force_field_from(ckpt)
     ds, loader, device = evaluation_run(ckpt, split_name, (backbone, objective), allow_unseen)
     errors = force_field_errors(backbone, objective, loader, device)
     return {"checkpoint": ckpt.path, "data": cfg.data.path, "split": split_name,

@@ -96,15 +96,20 @@ def build(cfg: Config) -> Job:
                validate=validate, select=key, finish=finish)
 
 
-def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
-    """MAE of a property checkpoint on a split, in the label's report unit."""
-    backbone = ckpt.backbone()
+def model_from(ckpt: checkpoint.Checkpoint):
+    """(backbone, property head) of a property checkpoint read once, in eval mode."""
     entry = ckpt.objective(OBJECTIVE)
     params = {**options(ckpt.config), **entry["params"]}  # format 1 saved the target only
     head = PropertyRegression(ckpt.config.model.hidden, **params)
     load_state(head, entry["state"], "property head", ckpt.path)
+    return ckpt.backbone().eval(), head.eval()
+
+
+def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
+    """MAE of a property checkpoint on a split, in the label's report unit."""
+    backbone, head = model_from(ckpt)
     ds, loader, device = evaluation_run(ckpt, split_name, (backbone, head), allow_unseen)
-    label = label_of(ds, params["target"], ckpt.config.data.dataset)
+    label = label_of(ds, head.target, ckpt.config.data.dataset)
     mae = property_mae(backbone, head, loader, device) * label.report_factor
     return {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices),
             f"{label.name}_mae_{label.report_unit}": mae}

@@ -1,0 +1,111 @@
+"""Predictions for structures without labels: ``denoise3d predict CHECKPOINT FILE --out OUT``.
+
+A force field gives each structure's energy (eV) and forces (eV/Å); a property model its label
+in the label's internal unit (eV for energies). Structures come from any structure file the
+readers know (xyz, extxyz, SDF, ASE db, a directory; :mod:`denoise3d.data.readers`); bonds (hop
+types) are perceived per structure. Output by suffix: ``.extxyz`` (ASE: energy and forces as the
+frame's calculator results, properties in ``info``, units in ``info["units"]``) or ``.csv`` (one
+row per structure; column names carry the unit; forces are not written to CSV). Structures with
+an element absent from the training data are refused, as in ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from denoise3d.data.batch import Molecule, collate
+from denoise3d.data.bonds import hop_matrix
+from denoise3d.data.elements import MAX_Z
+from denoise3d.jobs import checkpoint
+from denoise3d.jobs.energy_force import force_field_from
+from denoise3d.train.loop import resolve_device
+
+FORMATS = (".extxyz", ".csv")
+
+
+def _model(ckpt: checkpoint.Checkpoint):
+    """(backbone, objective, {output name: unit}) of a fine-tuned checkpoint."""
+    if ckpt.task == "energy_force":
+        _, backbone, objective = force_field_from(ckpt)
+        return backbone, objective, {"energy": "eV", "forces": "eV/Å"}
+    from denoise3d.jobs.property import model_from
+
+    backbone, head = model_from(ckpt)
+    unit = ckpt.data.get("units", {}).get(head.target, "")
+    return backbone, head, {head.target: unit}
+
+
+def predict(path, structures, out, allow_unseen: bool = False, batch_size: int = 64,
+            device: str = "cpu") -> dict:
+    """Predict every structure of ``structures`` with checkpoint ``path``; write ``out``
+    (.extxyz or .csv); returns a summary (count, structures/s, outputs and units)."""
+    from denoise3d.data.readers import read_structures
+
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ValueError(f"--out {out}: write .extxyz or .csv")
+    ckpt = checkpoint.load(path, kind="finetune")
+    backbone, objective, units = _model(ckpt)
+    records = list(read_structures(structures))  # one-line errors name the file and frame
+    if not records:
+        raise ValueError(f"{structures}: no structures")
+    counts = np.stack([np.bincount(r.z, minlength=MAX_Z + 1) for r in records])
+    checkpoint.Domain.of(ckpt, allow_unseen).check(counts, str(structures))
+    dev = resolve_device(device)
+    backbone.to(dev), objective.to(dev)
+    t0 = time.perf_counter()
+    values: dict[str, list] = {k: [] for k in units}
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        batch = collate([Molecule(r.z, r.pos, hop_matrix(r.z, r.pos)) for r in chunk]).to(dev)
+        if "forces" in units:
+            energy, forces = objective.predict(backbone, batch)
+            values["energy"] += energy.tolist()
+            values["forces"] += list(torch.split(forces.double().cpu(), batch.natoms.tolist()))
+        else:
+            with torch.no_grad():
+                (name,) = units
+                values[name] += objective.predict(backbone, batch).double().cpu().tolist()
+    seconds = time.perf_counter() - t0
+    _write(out, records, values, units)
+    rate = len(records) / max(seconds, 1e-9)
+    print(f"predicted {len(records)} structures ({rate:.1f} structures/s); wrote {out}",
+          file=sys.stderr)
+    return {"checkpoint": str(path), "structures": len(records), "out": str(out),
+            "outputs": units, "structures_per_s": rate}
+
+
+def _write(out: Path, records, values: dict, units: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        scalars = [k for k in units if k != "forces"]
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "smiles", "n_atoms", *[f"{k} ({units[k] or 'unitless'})"
+                                                       for k in scalars]])
+            for i, r in enumerate(records):
+                w.writerow([r.name, r.smiles, len(r.z), *[repr(values[k][i]) for k in scalars]])
+    else:
+        import ase.io
+        from ase import Atoms
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        frames = []
+        for i, r in enumerate(records):
+            atoms = Atoms(numbers=r.z, positions=r.pos)
+            atoms.info.update(name=r.name, units=",".join(f"{k}:{u}" for k, u in units.items()))
+            if "forces" in units:
+                atoms.calc = SinglePointCalculator(atoms, energy=values["energy"][i],
+                                                   forces=values["forces"][i].numpy())
+            else:
+                atoms.info.update({k: v[i] for k, v in values.items()})
+            frames.append(atoms)
+        ase.io.write(tmp, frames, format="extxyz")
+    tmp.replace(out)
