@@ -10,29 +10,7 @@ from ase import units as ase_units
 from denoise3d.config import ConfigError, load_config
 from denoise3d.data.labelled import convert
 from denoise3d.data.sources import load_data
-
-
-def labelled_frames(n_per=6, seed=0):
-    """GFN2-xTB energies and forces (tblite) of displaced water, methanol and ethanol, with the
-    dipole norm (D) in ``info["mu"]`` (ASE reserves "dipole" for calculator results) and the
-    molecule's SMILES."""
-    from ase.build import molecule
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from tblite.ase import TBLite
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for name, smiles in (("H2O", "O"), ("CH3OH", "CO"), ("CH3CH2OH", "CCO")):
-        for _ in range(n_per):
-            atoms = molecule(name)
-            atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
-            atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
-            e, f = atoms.get_potential_energy(), atoms.get_forces()
-            mu = float(np.linalg.norm(atoms.calc.results["dipole"])) / (ase_units.Debye)
-            atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
-            atoms.info.update(mu=mu, smiles=smiles)
-            frames.append(atoms)
-    return frames
+from denoise3d.testing.molecules import labelled_frames
 
 
 @pytest.fixture(scope="module")

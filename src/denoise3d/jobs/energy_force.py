@@ -158,7 +158,7 @@ def build(cfg: Config) -> Job:
                validate=validate, select="loss", finish=finish)
 
 
-def loadforce_field_from(path, overrides: list[str] = (), allow_unseen: bool = False):
+def load_force_field(path, overrides: list[str] = (), allow_unseen: bool = False):
     """(config, backbone, objective, domain) of an energy + force checkpoint, in eval mode, on
     CPU; ``domain`` (:class:`~denoise3d.jobs.checkpoint.Domain`) refuses unseen elements."""
     ckpt = checkpoint.load(path, kind="finetune", overrides=overrides)

@@ -12,7 +12,7 @@ import torch
 from denoise3d.data.batch import Batch, Molecule, collate
 from denoise3d.data.elements import atomic_number
 
-__all__ = ["MOLECULES", "molecule", "fixture_molecules", "molecule_batch"]
+__all__ = ["MOLECULES", "molecule", "fixture_molecules", "molecule_batch", "labelled_frames"]
 
 # name -> (element symbols, positions in Å)
 MOLECULES: dict[str, tuple[str, list[list[float]]]] = {
@@ -66,3 +66,27 @@ def fixture_molecules(names=None) -> list[Molecule]:
 def molecule_batch(mols=None, dtype: torch.dtype = torch.float64) -> Batch:
     """``collate`` the molecules (default: all fixtures) and convert to ``dtype``."""
     return collate(fixture_molecules() if mols is None else mols).to(dtype=dtype)
+
+
+def labelled_frames(n_per=6, seed=0):
+    """GFN2-xTB energies and forces (tblite) of displaced water, methanol and ethanol, with the
+    dipole norm (D) in ``info["mu"]`` (ASE reserves "dipole" for calculator results) and the
+    molecule's SMILES."""
+    from ase import units
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from tblite.ase import TBLite
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for name, smiles in (("H2O", "O"), ("CH3OH", "CO"), ("CH3CH2OH", "CCO")):
+        for _ in range(n_per):
+            atoms = molecule(name)
+            atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+            atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+            e, f = atoms.get_potential_energy(), atoms.get_forces()
+            mu = float(np.linalg.norm(atoms.calc.results["dipole"])) / units.Debye
+            atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
+            atoms.info.update(mu=mu, smiles=smiles)
+            frames.append(atoms)
+    return frames

@@ -1,0 +1,124 @@
+"""Force fields on many molecules: least-squares E0, the extensive atomwise head, and the whole
+path file -> fine-tune -> evaluate -> predict -> calculator, with unseen elements refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from denoise3d.cli import main
+from denoise3d.data.batch import Molecule, collate
+from denoise3d.data.bonds import hop_matrix
+from denoise3d.data.elements import MAX_Z
+from denoise3d.config import load_config
+from denoise3d.data.sources import load_data
+from denoise3d.jobs.energy_force import fit_e0
+from denoise3d.models import build_backbone
+from denoise3d.objectives.energy_force import EnergyForceRegression
+from denoise3d.testing.molecules import labelled_frames
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """24 GFN2-xTB frames of water, methanol and ethanol (extxyz, written by ASE)."""
+    import ase.io
+
+    path = tmp_path_factory.mktemp("ff") / "mixed.extxyz"
+    ase.io.write(path, labelled_frames(n_per=8))
+    return path
+
+
+def test_e0_fit_is_exact_on_additive_energies(tmp_path):
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    e0 = {1: -13.6, 6: -1029.5, 8: -2041.2}  # eV
+    frames = []
+    for name in ("H2O", "CH4", "CO2", "CH3OH", "C2H6") * 4:  # compositions of full rank
+        a = molecule(name)
+        a.calc = SinglePointCalculator(a, energy=sum(e0[int(z)] for z in a.numbers),
+                                       forces=np.zeros((len(a), 3)))
+        frames.append(a)
+    ase.io.write(tmp_path / "additive.extxyz", frames)
+    ds, split = load_data(load_config(None, ["data.dataset=files",
+                                             f"data.path={tmp_path / 'additive.extxyz'}",
+                                             f"data.cache_dir={tmp_path}"]).data)
+    fitted = fit_e0(ds, split["train"])
+    for z, value in e0.items():
+        assert fitted[z] == pytest.approx(value, abs=1e-9)
+    assert not np.delete(fitted, list(e0)).any()
+
+
+def test_atomwise_energy_is_extensive_on_a_radius_backbone():
+    """Two molecules 40 Å apart: the energy of the pair equals the sum of the parts (float64)."""
+    torch.manual_seed(0)
+    backbone = build_backbone("schnet", hidden=16, layers=2).double()
+    e0 = np.zeros(MAX_Z + 1)
+    e0[[1, 6, 8]] = [-13.6, -1029.5, -2041.2]
+    objective = EnergyForceRegression(16, head="atomwise", scale=1.7, e0=e0).double()
+    a, b = molecule("CH3CH2OH"), molecule("H2O")
+    b.positions += [40.0, 0.0, 0.0]
+
+    def energy(*parts):
+        z = np.concatenate([p.numbers for p in parts])
+        pos = np.concatenate([p.positions for p in parts])
+        batch = collate([Molecule(z, pos, hop_matrix(z, pos))]).to(torch.device("cpu"), torch.float64)
+        batch = batch.replace(pos=torch.as_tensor(pos, dtype=torch.float64))
+        return float(objective.predict(backbone, batch)[0][0])
+
+    assert energy(a, b) == pytest.approx(energy(a) + energy(b), abs=1e-3)  # 1 meV
+    assert abs(energy(a) - sum(e0[z] for z in a.numbers)) > 1e-3  # the network contributes
+
+
+def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsys):
+    import ase.io
+
+    out = tmp_path / "ff"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={mixed}",
+                 "data.split_by=structure", "model.hidden=16", "model.layers=2",
+                 "data.batch_size=8", "train.epochs=2", "train.threads=1",
+                 f"data.cache_dir={tmp_path}", f"train.out={out}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["energy_head"] == "atomwise" and m["train_size"] + m["valid_size"] + m["test_size"] == 24
+    for key in ("test_energy_mae_per_atom_meV", "test_force_rmse_meV_A",
+                "baseline_energy_mae_meV", "baseline_force_mae_meV_A"):
+        assert np.isfinite(m[key])
+    ckpt = torch.load(out / "finetune.pt", weights_only=True)
+    assert ckpt["domain"]["elements"] == [1, 6, 8]
+    assert set(ckpt["domain"]["compositions"]) <= {"H2O", "CH4O", "C2H6O"}
+    capsys.readouterr()
+
+    assert main(["evaluate", str(out / "finetune.pt")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["force_mae_meV_A"] == pytest.approx(m["test_force_mae_meV_A"], rel=1e-6)
+
+    ase.io.write(tmp_path / "new.xyz", [molecule("CH3OH"), molecule("C2H6")])
+    assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "new.xyz"),
+                 "--out", str(tmp_path / "pred.extxyz")]) == 0
+    err = capsys.readouterr().err
+    assert "1 composition(s) never seen in training (C2H6)" in err
+    pred = ase.io.read(tmp_path / "pred.extxyz", ":")
+    assert len(pred) == 2 and pred[1].get_forces().shape == (8, 3)
+
+    from denoise3d.md.calculator import Denoise3DCalculator
+
+    calc = Denoise3DCalculator(out / "finetune.pt", dtype="float64")
+    methanol = molecule("CH3OH")
+    assert calc.get_potential_energy(methanol) == pytest.approx(pred[0].get_potential_energy(),
+                                                                abs=1e-4)
+
+    ase.io.write(tmp_path / "nh3.xyz", molecule("NH3"))
+    assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "nh3.xyz"),
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "element N never seen in training (trained on H, C, O)" in err and "\n" not in err
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.raises(ValueError, match="element N never seen"):
+        calc.get_potential_energy(molecule("NH3"))
+    assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "nh3.xyz"),
+                 "--out", str(tmp_path / "p.csv"), "--allow-unseen-elements"]) == 0
+    assert "energy (eV)" in (tmp_path / "p.csv").read_text().splitlines()[0]
