@@ -109,10 +109,10 @@ def check_resume(cfg: Config, out: Path) -> None:
         return
     before = _flat(yaml.safe_load(saved.read_text()) or {})
     now = _flat(to_dict(cfg))
-    for key in sorted(set(before) | set(now)):
-        if key not in RESUMABLE and before.get(key) != now.get(key):
-            raise ConfigError(f"train.resume: {path.parent} was run with {key}={before.get(key)}, "
-                              f"this config has {key}={now.get(key)}; resuming continues that run "
+    for key in sorted(set(before) & set(now)):  # a key newer than the saved config: not compared
+        if key not in RESUMABLE and before[key] != now[key]:
+            raise ConfigError(f"train.resume: {path.parent} was run with {key}={before[key]}, "
+                              f"this config has {key}={now[key]}; resuming continues that run "
                               f"(set it back, or start a new train.out)")
 
 
