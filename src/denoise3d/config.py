@@ -57,6 +57,8 @@ class DataConfig:
     units: dict = field(default_factory=dict)  # {label: unit}, e.g. {energy: kcal/mol, gap: eV}
     split_by: str = "structure"  # structure (random) | molecule (one molecule's frames together)
     fractions: list = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train / valid / test
+    smiles_column: str = "smiles"  # a CSV of SMILES + property columns: the SMILES column
+    conformers: int = 1  # CSV: seeded RDKit ETKDG + MMFF conformers per molecule
 
 
 @dataclass

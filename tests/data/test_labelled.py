@@ -133,3 +133,19 @@ def test_split_by_molecule_keeps_each_molecule_on_one_side(extxyz, tmp_path):
     assert len(set.union(*sides.values())) == 3
     with pytest.raises(ConfigError, match="test split.*would be empty.*3 molecules"):
         load_data(cfg(extxyz, tmp_path, "data.split_by=molecule"))  # 0.8 / 0.1 / 0.1 of 3
+
+
+def test_csv_of_smiles_gets_seeded_conformers_and_its_columns(tmp_path):
+    (tmp_path / "props.csv").write_text("smiles,gap,name\nCCO,7.1,ethanol\nCO,7.9,methanol\n"
+                                        "CC=O,5.2,acetaldehyde\nCCN,6.3,ethylamine\n")
+    ds, split = load_data(cfg(tmp_path / "props.csv", tmp_path, "data.units={gap: eV}",
+                              "data.fractions=[0.5, 0.25, 0.25]"))
+    assert list(ds.labels) == ["gap"] and ds.labels["gap"].unit == "eV"  # "name": not numeric
+    np.testing.assert_allclose(ds.target("gap"), [7.1, 7.9, 5.2, 6.3])
+    assert ds.smiles(2) == "CC=O" and ds.natoms[0] == 9  # hydrogens added
+    again, _ = load_data(cfg(tmp_path / "props.csv", tmp_path / "other", "data.units={gap: eV}",
+                             "data.fractions=[0.5, 0.25, 0.25]"))
+    np.testing.assert_array_equal(np.asarray(ds.arrays["pos"]), np.asarray(again.arrays["pos"]))
+    (tmp_path / "bad.csv").write_text("smiles,gap\nCCO,1\nC1CC,2\n")
+    with pytest.raises(ValueError, match=r"bad.csv: row 1: RDKit cannot embed SMILES 'C1CC'"):
+        load_data(cfg(tmp_path / "bad.csv", tmp_path))

@@ -1,11 +1,13 @@
-"""Labelled structure files: extxyz / xyz / ASE db (read by ASE) and SDF (read by RDKit).
+"""Labelled structure files: extxyz / xyz / ASE db (read by ASE), SDF (RDKit), CSV of SMILES.
 
 Labels:
 
 * per structure: ``atoms.info[key]``, else the stored calculator results (``atoms.calc.results``:
   what ASE writes for ``energy``), else an ASE db row's key-value pairs; SDF: the record's
   property tags (``> <gap>``);
-* per atom: ``atoms.arrays[key]``, else the calculator results (ASE writes ``forces`` there).
+* per atom: ``atoms.arrays[key]``, else the calculator results (ASE writes ``forces`` there);
+* a CSV of SMILES (``smiles_column``) plus property columns: each row's numeric columns label
+  ``conformers`` seeded RDKit ETKDG + MMFF conformers of its molecule (:func:`read_csv`).
 
 Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
 the first structure has them, plus ``targets`` (names; default: every numeric scalar label of the
@@ -105,7 +107,8 @@ def _from_atoms(atoms, name: str) -> LabelledStructure:
                              str(atoms.info.get("smiles", "")))
 
 
-def read_frames(path: Path) -> Iterator[LabelledStructure]:
+def read_frames(path: Path, smiles_column: str = "smiles",
+                conformers: int = 1) -> Iterator[LabelledStructure]:
     """Every structure of one file with all its stored values (raw, file units)."""
     suffix = file_suffix(path)
     if suffix in XYZ_SUFFIXES:
@@ -136,8 +139,38 @@ def read_frames(path: Path) -> Iterator[LabelledStructure]:
                 except (TypeError, ValueError):
                     values[key] = v
             yield LabelledStructure(s.z, s.pos, values, s.name or f"{path.name}:{k}", s.smiles)
+    elif suffix == ".csv":
+        yield from read_csv(path, smiles_column, conformers)
     else:
         raise ValueError(f"{path}: unknown structure file type")
+
+
+def read_csv(path: Path, smiles_column: str = "smiles", k: int = 1) -> Iterator[LabelledStructure]:
+    """A CSV of SMILES plus property columns: ``k`` seeded RDKit ETKDG + MMFF conformers per row
+    (:func:`denoise3d.data.conformers.conformers`, seed = the row's index), each with the row's
+    numeric columns as labels; a SMILES RDKit cannot embed is a one-line error naming the row."""
+    import csv
+
+    from denoise3d.data.conformers import conformers
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or smiles_column not in reader.fieldnames:
+            raise ValueError(f"{path}: no {smiles_column!r} column (columns: "
+                             f"{', '.join(reader.fieldnames or [])}; data.smiles_column names it)")
+        for k_row, row in enumerate(reader):
+            smiles = (row.pop(smiles_column) or "").strip()
+            found = conformers(smiles, k=k, seed=k_row)
+            if not found:
+                raise ValueError(f"{path}: row {k_row}: RDKit cannot embed SMILES {smiles!r}")
+            values = {}
+            for key, v in row.items():
+                try:
+                    values[key] = float(v)
+                except (TypeError, ValueError):
+                    values[key] = v
+            for z, pos, _ in found:
+                yield LabelledStructure(z, pos, values, f"{path.name}:{k_row}", smiles)
 
 
 def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_key: str,
@@ -193,12 +226,19 @@ def label_values(s: LabelledStructure, specs: list[LabelSpec], where: str):
     return np.array(scalars, dtype=np.float64), forces
 
 
+def labelled_files(path: str | Path) -> list[Path]:
+    """A CSV file itself, or the structure files of :func:`structure_files`."""
+    p = Path(path)
+    return [p] if p.is_file() and p.suffix.lower() == ".csv" else structure_files(p)
+
+
 def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str = "forces",
-                  targets: list | None = None, units: dict | None = None):
+                  targets: list | None = None, units: dict | None = None,
+                  smiles_column: str = "smiles", conformers: int = 1):
     """``(specs, iterator of (z, pos, values, forces, name, smiles))`` over every structure of a
     labelled file or directory; values in internal units (see the module docstring)."""
-    files = structure_files(path)
-    first = next(iter(read_frames(files[0])), None)
+    files = labelled_files(path)
+    first = next(iter(read_frames(files[0], smiles_column, conformers)), None)
     if first is None:
         raise ValueError(f"{files[0]}: no structures")
     specs = label_specs(first, str(files[0]), energy_key, forces_key, targets, units or {})
@@ -206,7 +246,7 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
     def records():
         for f in files:
             frame = "record" if file_suffix(f) in SDF_SUFFIXES else "frame"
-            for k, s in enumerate(read_frames(f)):
+            for k, s in enumerate(read_frames(f, smiles_column, conformers)):
                 where = f"{f}: {frame} {k}"
                 z, pos = checked(s.z, s.pos, where)
                 values, forces = label_values(s, specs, where)
@@ -217,7 +257,7 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
 
 def labelled_source(path: str | Path, settings: dict) -> dict:
     """Fingerprint of the files and of every setting that shapes the cache (label keys, units)."""
-    files = structure_files(path)
+    files = labelled_files(path)
     fp = hashlib.sha1(repr(fingerprint_files(files)).encode()).hexdigest()
     return {"dataset": "files", "path": str(Path(path).resolve()), "n_files": len(files),
             "sha1": fp, "hops": HOP_SETTINGS, **settings}

@@ -1,4 +1,5 @@
-"""Your own labelled structure files: extxyz / xyz / ASE db (ASE) and SDF (RDKit), or a directory.
+"""Your own labelled structures: extxyz / xyz / ASE db (ASE), SDF (RDKit), a directory of them, or
+a CSV of SMILES plus property columns (RDKit conformers, ``data.smiles_column``, ``data.conformers``).
 
 Labels, keys and units: :mod:`denoise3d.data.labelled` (``data.energy_key``, ``data.forces_key``,
 ``data.targets``, ``data.units``); they are read once into a cache under ``data.cache_dir`` whose
@@ -30,7 +31,7 @@ REPORT = {"eV": ("meV", EV_MEV), "eV/Å": ("meV/Å", EV_MEV)}  # customary repor
 class Files(Source):
     name = "files"
     keys = frozenset({"path", "energy_key", "forces_key", "targets", "units", "split_by",
-                      "fractions"})
+                      "fractions", "smiles_column", "conformers"})
 
     def dataset(self, cfg: DataConfig):
         from denoise3d.data.dataset import MolecularDataset
@@ -41,10 +42,13 @@ class Files(Source):
         if not cfg.path:
             raise ConfigError("data.dataset=files needs data.path=FILE_OR_DIRECTORY (extxyz, xyz, "
                               "ASE db, SDF)")
+        if cfg.conformers < 1:
+            raise ConfigError(f"data.conformers must be >= 1, got {cfg.conformers}")
         settings = {"energy_key": cfg.energy_key, "forces_key": cfg.forces_key,
-                    "targets": cfg.targets, "units": dict(sorted(cfg.units.items()))}
+                    "targets": cfg.targets, "units": dict(sorted(cfg.units.items())),
+                    "smiles_column": cfg.smiles_column, "conformers": cfg.conformers}
         specs, records = read_labelled(cfg.path, cfg.energy_key, cfg.forces_key, cfg.targets,
-                                       cfg.units)
+                                       cfg.units, cfg.smiles_column, cfg.conformers)
         source = labelled_source(cfg.path, settings)
         digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
         root = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
