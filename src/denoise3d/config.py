@@ -95,7 +95,11 @@ class FinetuneConfig:
     noisy_nodes_weight: float = 0.0  # 0 = off; 0.01 in the Zaidi fine-tuning recipe
     noisy_nodes_sigma: float = 0.05  # Å
     noisy_nodes_vector: str = "direct"  # direct (vector head) | gradient (−∇E of an energy head)
-    readout: str = "sum"  # property head's graph readout: sum | mean (Zaidi's GNS-TAT decoder)
+    # several labels at once: {label: loss weight} (one head and one metric each); None = target
+    targets: dict | None = None
+    # property heads' graph readout: sum (extensive) | mean (intensive; Zaidi's GNS-TAT decoder),
+    # or {label: sum | mean} per label
+    readout: str | dict = "sum"
     # energy_force from a pretrained energy model: start the energy head from its head too (the
     # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
     # pretrained force field -∇E; false = a fresh head on the pretrained backbone

@@ -65,3 +65,33 @@ def test_pretraining_on_a_labelled_file_ignores_its_labels(sdf, tmp_path):
                  "model.layers=2", "data.batch_size=4", "train.epochs=1", "train.threads=1",
                  f"data.cache_dir={tmp_path}", f"train.out={tmp_path / 'pt'}"]) == 0
     assert (tmp_path / "pt" / "pretrain.pt").is_file()
+
+
+def test_several_targets_one_head_and_metric_each(sdf, tmp_path, capsys):
+    """finetune.targets: one head per label, weighted standardised L1, per-label metrics."""
+    (tmp_path / "two.csv").write_text("smiles,gap,mu\n" + "".join(
+        f"{s},{5 + 0.1 * k},{1 + 0.05 * k}\n" for k, s in enumerate(SMILES)))
+    out = tmp_path / "two"
+    assert main(["finetune", "configs/finetune/property_cpu.yaml", f"data.path={tmp_path / 'two.csv'}",
+                 "finetune.targets={gap: 1.0, mu: 0.5}", "finetune.readout={gap: sum, mu: mean}",
+                 "data.units={gap: eV, mu: D}", "model.hidden=16", "model.layers=2",
+                 "data.batch_size=4", "train.epochs=2", "train.threads=1",
+                 f"data.cache_dir={tmp_path}", f"train.out={out}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["target"] == "gap,mu" and {"test_gap_mae_meV", "test_mu_mae_D",
+                                        "baseline_gap_mae_meV", "baseline_mu_mae_D"} <= set(m)
+    import torch
+
+    ckpt = torch.load(out / "finetune.pt", weights_only=True)
+    assert set(ckpt["objectives"]) == {"property/gap", "property/mu"}
+    assert ckpt["objectives"]["property/mu"]["params"]["readout"] == "mean"
+    assert ckpt["objectives"]["property/gap"]["weight"] == 1.0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "finetune.pt")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["gap_mae_meV"] == pytest.approx(m["test_gap_mae_meV"], rel=1e-6)
+    assert main(["predict", str(out / "finetune.pt"), str(sdf), "--out", str(tmp_path / "p.extxyz")]) == 0
+    import ase.io
+
+    pred = ase.io.read(tmp_path / "p.extxyz", ":")
+    assert {"gap", "mu"} <= set(pred[0].info) and "gap:eV" in pred[0].info["units"]

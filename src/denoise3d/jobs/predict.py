@@ -29,16 +29,29 @@ from denoise3d.train.loop import resolve_device
 FORMATS = (".extxyz", ".csv")
 
 
-def _model(ckpt: checkpoint.Checkpoint):
-    """(backbone, objective, {output name: unit}) of a fine-tuned checkpoint."""
+def predictor(ckpt: checkpoint.Checkpoint):
+    """``(models, run, units)``: the modules to move to a device, ``run(batch) -> {output:
+    per-structure values}`` and ``{output: unit}`` of a fine-tuned checkpoint."""
     if ckpt.task == "energy_force":
         _, backbone, objective = force_field_from(ckpt)
-        return backbone, objective, {"energy": "eV", "forces": "eV/Å"}
+
+        def run(batch):
+            energy, forces = objective.predict(backbone, batch)
+            return {"energy": energy.tolist(),
+                    "forces": list(torch.split(forces.double().cpu(), batch.natoms.tolist()))}
+
+        return (backbone, objective), run, {"energy": "eV", "forces": "eV/Å"}
     from denoise3d.jobs.property import model_from
 
-    backbone, head = model_from(ckpt)
-    unit = ckpt.data.get("units", {}).get(head.target, "")
-    return backbone, head, {head.target: unit}
+    backbone, heads = model_from(ckpt)
+
+    @torch.no_grad()
+    def run(batch):
+        s, _ = backbone(batch)  # one forward for every head
+        return {n: head.head(s, batch).double().cpu().tolist() for n, head in heads.items()}
+
+    return (backbone, *heads.values()), run, {n: ckpt.data.get("units", {}).get(n, "")
+                                               for n in heads}
 
 
 def predict(path, structures, out, allow_unseen: bool = False, batch_size: int = 64,
@@ -51,27 +64,22 @@ def predict(path, structures, out, allow_unseen: bool = False, batch_size: int =
     if out.suffix not in FORMATS:
         raise ValueError(f"--out {out}: write .extxyz or .csv")
     ckpt = checkpoint.load(path, kind="finetune")
-    backbone, objective, units = _model(ckpt)
+    models, run, units = predictor(ckpt)
     records = list(read_structures(structures))  # one-line errors name the file and frame
     if not records:
         raise ValueError(f"{structures}: no structures")
     counts = np.stack([np.bincount(r.z, minlength=MAX_Z + 1) for r in records])
     checkpoint.Domain.of(ckpt, allow_unseen).check(counts, str(structures))
     dev = resolve_device(device)
-    backbone.to(dev), objective.to(dev)
+    for model in models:
+        model.to(dev)
     t0 = time.perf_counter()
     values: dict[str, list] = {k: [] for k in units}
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         batch = collate([Molecule(r.z, r.pos, hop_matrix(r.z, r.pos)) for r in chunk]).to(dev)
-        if "forces" in units:
-            energy, forces = objective.predict(backbone, batch)
-            values["energy"] += energy.tolist()
-            values["forces"] += list(torch.split(forces.double().cpu(), batch.natoms.tolist()))
-        else:
-            with torch.no_grad():
-                (name,) = units
-                values[name] += objective.predict(backbone, batch).double().cpu().tolist()
+        for k, v in run(batch).items():
+            values[k] += v
     seconds = time.perf_counter() - t0
     _write(out, records, values, units)
     rate = len(records) / max(seconds, 1e-9)
@@ -100,7 +108,9 @@ def _write(out: Path, records, values: dict, units: dict) -> None:
         frames = []
         for i, r in enumerate(records):
             atoms = Atoms(numbers=r.z, positions=r.pos)
-            atoms.info.update(name=r.name, units=",".join(f"{k}:{u}" for k, u in units.items()))
+            atoms.info["units"] = ",".join(f"{k}:{u or 'unitless'}" for k, u in units.items())
+            if r.name:  # an empty value would break the extxyz comment line
+                atoms.info["name"] = r.name
             if "forces" in units:
                 atoms.calc = SinglePointCalculator(atoms, energy=values["energy"][i],
                                                    forces=values["forces"][i].numpy())

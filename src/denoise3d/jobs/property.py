@@ -1,8 +1,13 @@
-"""Property fine-tuning: one label of the dataset (e.g. a QM9 target) from a graph readout.
+"""Property fine-tuning: labels of the dataset (e.g. QM9 targets, a gap in an SDF tag) from
+graph readouts.
 
-L1 on the standardised label (3D-EMGP / EGNN recipe; training-split mean and std of the label
-minus its per-element reference, if the dataset declares one), optional Noisy Nodes; the epoch of
-the lowest validation MAE is kept; metrics in the label's report unit (meV for QM9's energies).
+``finetune.target`` (one label) or ``finetune.targets`` ({label: loss weight}): one head per
+label, L1 on the standardised label (3D-EMGP / EGNN recipe; training-split mean and std of the
+label minus its per-element reference, if the dataset declares one), the loss their weighted sum,
+optional Noisy Nodes; readout ``finetune.readout`` (sum, extensive; mean, intensive; or
+{label: sum|mean}). The epoch of the lowest validation MAE (several labels: the weighted sum of
+standardised MAEs) is kept; metrics per label in its report unit (meV for QM9's energies), beside
+the trivial baseline (the training mean).
 """
 
 from __future__ import annotations
@@ -19,14 +24,29 @@ from denoise3d.objectives.property import PropertyRegression
 from denoise3d.train.checkpoint import load_state
 from denoise3d.train.evaluate import property_mae
 
-OBJECTIVE = "property"
+OBJECTIVE = "property"  # the objective's name (several labels: property/LABEL)
 
 
-def options(cfg: Config) -> dict:
+def targets(cfg: Config) -> dict[str, float]:
+    """{label: loss weight}: ``finetune.targets``, else ``{finetune.target: 1}``."""
+    chosen = cfg.finetune.targets or {cfg.finetune.target: 1.0}
+    if any(not isinstance(w, (int, float)) or w <= 0 for w in chosen.values()):
+        raise ConfigError(f"finetune.targets: weights must be numbers > 0, got {chosen}")
+    return {str(k): float(w) for k, w in chosen.items()}
+
+
+def objective_names(names) -> dict[str, str]:
+    """{label: objective name}: "property" for one label (as before), "property/LABEL" for several."""
+    names = list(names)
+    return {n: OBJECTIVE if len(names) == 1 else f"{OBJECTIVE}/{n}" for n in names}
+
+
+def options(cfg: Config, name: str | None = None) -> dict:
     """PropertyRegression's settings from ``finetune.*`` (saved as the objective's params)."""
     f = cfg.finetune
+    readout = f.readout.get(name, "sum") if isinstance(f.readout, dict) else f.readout
     return {"noisy_nodes_sigma": f.noisy_nodes_sigma, "noisy_nodes_weight": f.noisy_nodes_weight,
-            "noisy_nodes_vector": f.noisy_nodes_vector, "readout": f.readout}
+            "noisy_nodes_vector": f.noisy_nodes_vector, "readout": readout}
 
 
 def label_of(ds, name: str, source: str):
@@ -47,7 +67,7 @@ def objective(cfg: Config, ds, train_idx, label) -> PropertyRegression:
     y = np.asarray(ds.target(label.name)[train_idx], dtype=np.float64) - ds.per_molecule_sum(ref, train_idx)
     std = float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0
     return PropertyRegression(cfg.model.hidden, label.name, float(y.mean()), std,
-                              torch.as_tensor(ref, dtype=torch.float32), **options(cfg))
+                              torch.as_tensor(ref, dtype=torch.float32), **options(cfg, label.name))
 
 
 def baseline(ds, train_idx, test_idx, label) -> float:
@@ -60,56 +80,90 @@ def baseline(ds, train_idx, test_idx, label) -> float:
     return float(np.abs(ds.target(label.name)[test] - pred).mean())
 
 
+def key_of(label) -> str:
+    return f"{label.name}_mae_{label.report_unit}"
+
+
 def build(cfg: Config) -> Job:
     backbone, _ = checkpoint.initial(cfg)
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
-    label = label_of(ds, cfg.finetune.target, cfg.data.dataset)
-    head = objective(cfg, ds, split["train"], label)
-    key = f"{label.name}_mae_{label.report_unit}"
+    weights = targets(cfg)
+    labels = {n: label_of(ds, n, cfg.data.dataset) for n in weights}
+    heads = {n: objective(cfg, ds, split["train"], labels[n]) for n in weights}
+    names = objective_names(weights)
+    several = len(weights) > 1
+
+    def maes(trainer, loader) -> dict[str, float]:
+        """{label: MAE in internal units}."""
+        return {n: property_mae(trainer.backbone, heads[n], loader, trainer.device) for n in heads}
+
+    def weighted(errors) -> float:
+        return sum(weights[n] * errors[n] / float(heads[n].head.std) for n in heads)
 
     def validate(trainer, valid):
-        return {key: property_mae(trainer.backbone, head, valid, trainer.device) * label.report_factor}
+        errors = maes(trainer, valid)
+        out = {key_of(labels[n]): errors[n] * labels[n].report_factor for n in heads}
+        return {**out, "weighted_mae": weighted(errors)} if several else out
 
     def finish(trainer, test, kept):
-        mae = property_mae(trainer.backbone, head, test, trainer.device) * label.report_factor
-        metrics = {"target": label.name, "unit": label.report_unit, "test_mae": mae,
-                   "valid_mae": kept["value"], "best_epoch": kept["epoch"],
-                   "init": cfg.finetune.init, "train_size": len(split["train"]),
-                   "test_size": len(split["test"]), "steps": trainer.step}
-        line = f"test {key} = {mae:.3f} (best validation epoch {kept['epoch']})"
-        if len(split["test"]):
+        errors = maes(trainer, test)
+        if not several:
+            (n,) = heads
+            label = labels[n]
+            mae = errors[n] * label.report_factor
+            metrics = {"target": n, "unit": label.report_unit, "test_mae": mae,
+                       "valid_mae": kept["value"]}
+        else:
+            metrics = {"target": ",".join(heads), "unit": "weighted standardised MAE",
+                       "test_mae": weighted(errors), "valid_mae": kept["value"],
+                       **{f"test_{key_of(labels[n])}": errors[n] * labels[n].report_factor
+                          for n in heads}}
+        metrics.update({"best_epoch": kept["epoch"], "init": cfg.finetune.init,
+                        "train_size": len(split["train"]), "test_size": len(split["test"]),
+                        "steps": trainer.step})
+        lines = [f"test {key_of(labels[n])} = {errors[n] * labels[n].report_factor:.3f}"
+                 for n in heads]
+        line = "; ".join(lines) + f" (best validation epoch {kept['epoch']})"
+        for n in heads if len(split["test"]) else ():
+            label = labels[n]
             trivial = baseline(ds, split["train"], split["test"], label) * label.report_factor
-            metrics["baseline_test_mae"] = trivial
-            if mae >= trivial:
-                line += (f"\nwarning: the test MAE does not beat the trivial baseline (the "
+            metrics["baseline_test_mae" if not several else f"baseline_{key_of(label)}"] = trivial
+            if errors[n] * label.report_factor >= trivial:
+                line += (f"\nwarning: the test MAE of {n} does not beat the trivial baseline (the "
                          f"training mean{' plus atom references' if label.reference is not None else ''}"
                          f": {trivial:.3f} {label.report_unit})")
         return metrics, line
 
     init = cfg.finetune.init
-    return Job(task=OBJECTIVE, backbone=backbone, objectives={OBJECTIVE: (1.0, head)},
-               params={OBJECTIVE: {"target": label.name, **options(cfg)}}, dataset=ds,
-               split=split, labels={label.name: label},
+    what = ", ".join(f"{n} ({labels[n].report_unit})" for n in heads)
+    return Job(task=OBJECTIVE, backbone=backbone,
+               objectives={names[n]: (weights[n], heads[n]) for n in heads},
+               params={names[n]: {"target": n, **options(cfg, n)} for n in heads}, dataset=ds,
+               split=split, labels=labels,
                domain=checkpoint.training_domain(ds, split["train"]),
-               announce=f"fine-tuning {label.name} ({label.report_unit}) on {len(split['train'])} "
+               announce=f"fine-tuning {what} on {len(split['train'])} "
                         f"labels, {'from ' + init if init else 'from scratch'}",
-               validate=validate, select=key, finish=finish)
+               validate=validate, select="weighted_mae" if several else key_of(labels[next(iter(heads))]),
+               finish=finish)
 
 
 def model_from(ckpt: checkpoint.Checkpoint):
-    """(backbone, property head) of a property checkpoint read once, in eval mode."""
-    entry = ckpt.objective(OBJECTIVE)
-    params = {**options(ckpt.config), **entry["params"]}  # format 1 saved the target only
-    head = PropertyRegression(ckpt.config.model.hidden, **params)
-    load_state(head, entry["state"], "property head", ckpt.path)
-    return ckpt.backbone().eval(), head.eval()
+    """(backbone, {label: property head}) of a property checkpoint read once, in eval mode."""
+    heads = {}
+    for name, entry in ckpt.data["objectives"].items():
+        params = {**options(ckpt.config), **entry["params"]}  # format 1 saved the target only
+        head = PropertyRegression(ckpt.config.model.hidden, **params)
+        load_state(head, entry["state"], "property head", ckpt.path)
+        heads[head.target] = head.eval()
+    return ckpt.backbone().eval(), heads
 
 
 def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
-    """MAE of a property checkpoint on a split, in the label's report unit."""
-    backbone, head = model_from(ckpt)
-    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, head), allow_unseen)
-    label = label_of(ds, head.target, ckpt.config.data.dataset)
-    mae = property_mae(backbone, head, loader, device) * label.report_factor
-    return {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices),
-            f"{label.name}_mae_{label.report_unit}": mae}
+    """MAE of a property checkpoint on a split, per label in its report unit."""
+    backbone, heads = model_from(ckpt)
+    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, *heads.values()), allow_unseen)
+    out = {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices)}
+    for name, head in heads.items():
+        label = label_of(ds, name, ckpt.config.data.dataset)
+        out[key_of(label)] = property_mae(backbone, head, loader, device) * label.report_factor
+    return out
