@@ -4,9 +4,9 @@ One command (cached and resumable; runs already finished are skipped)::
 
     python benchmarks/mixed_molecules/run.py [--out runs/mixed] [--jobs 2] [--seeds 0,1,2]
 
-1. **Data.** ``--molecules`` (20) molecules drawn (seed 0) from QM9's EGNN test split (never seen
-   by the shipped pretrained backbones, which saw training-split structures only), 3 to 9 heavy
-   atoms; for each a GFN2-xTB Langevin trajectory at 500 K (``denoise3d data xtb-md``: 0.5 fs
+1. **Data.** ``--molecules`` (20) molecules taken in a seeded (0) order from QM9's EGNN test
+   split (never seen by the shipped pretrained backbones, which saw training-split structures
+   only), 3 to 9 heavy atoms, skipping those RDKit cannot embed; for each a GFN2-xTB Langevin trajectory at 500 K (``denoise3d data xtb-md``: 0.5 fs
    steps, 200 equilibration steps, ``--frames`` 150 frames one every 5 steps), all written to one
    extxyz (``mixed.extxyz``: energy, forces, SMILES per frame) by ASE.
 2. **Fine-tuning** (``configs/finetune/forcefield_cpu.yaml``: EGNN 4 x 64, atomwise energy head,
@@ -39,15 +39,15 @@ METRICS = [("force MAE (meV/Å)", "test_force_mae_meV_A", "baseline_force_mae_me
             "baseline_energy_mae_per_atom_meV")]
 
 
-def pick_molecules(n: int, seed: int = 0) -> list[str]:
-    """``n`` SMILES from QM9's EGNN test split with 3 to 9 heavy atoms, drawn with ``seed``."""
+def candidates(seed: int = 0) -> list[str]:
+    """QM9's EGNN test-split SMILES with 3 to 9 heavy atoms, in an order drawn with ``seed``."""
     import numpy as np
     from rdkit import Chem
 
     from denoise3d.data.conformers import qm9_smiles
 
     pool = [s for s in qm9_smiles("test") if 3 <= Chem.MolFromSmiles(s).GetNumHeavyAtoms() <= 9]
-    return [pool[i] for i in np.random.default_rng(seed).choice(len(pool), n, replace=False)]
+    return [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))]
 
 
 def make_data(out: Path, n: int, frames: int) -> Path:
@@ -61,18 +61,27 @@ def make_data(out: Path, n: int, frames: int) -> Path:
     target = out / "mixed.extxyz"
     if target.is_file():
         return target
-    smiles = pick_molecules(n)
-    all_frames = []
-    for k, s in enumerate(smiles):
+    smiles, made = [], []
+    for k, s in enumerate(candidates()):  # in order; molecules RDKit cannot embed are skipped
+        if len(made) == n:
+            break
         npz = out / "trajectories" / f"mol{k:02d}.npz"
         if not npz.is_file():
             t0 = time.time()
-            subprocess.run([sys.executable, "-m", "denoise3d.cli", "data", "xtb-md", "--smiles", s,
-                            "--frames", str(frames), "--interval", "5", "--equilibrate", "200",
-                            "--seed", str(k), "--quiet", "--out", str(npz)], check=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-            print(f"[{time.strftime('%H:%M:%S')}] xTB trajectory {k + 1}/{n} {s} "
+            done = subprocess.run([sys.executable, "-m", "denoise3d.cli", "data", "xtb-md",
+                                   "--smiles", s, "--frames", str(frames), "--interval", "5",
+                                   "--equilibrate", "200", "--seed", str(k), "--quiet",
+                                   "--out", str(npz)], capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if done.returncode:
+                print(f"skipped {s}: {done.stderr.strip().splitlines()[-1]}", flush=True)
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] xTB trajectory {len(made) + 1}/{n} {s} "
                   f"({time.time() - t0:.0f} s)", flush=True)
+        smiles.append(s)
+        made.append(npz)
+    all_frames = []
+    for s, npz in zip(smiles, made):
         ds = load_md17(npz)
         for i in range(len(ds)):
             m = ds.molecule(i)

@@ -95,6 +95,13 @@ def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsy
     assert main(["evaluate", str(out / "finetune.pt")]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["force_mae_meV_A"] == pytest.approx(m["test_force_mae_meV_A"], rel=1e-6)
+    split = np.load(out / "split.npz")
+    assert sorted(np.concatenate([split[k] for k in ("train", "valid", "test")])) == list(range(24))
+    frames = ase.io.read(mixed, ":")
+    ase.io.write(tmp_path / "other.extxyz", frames[:5])
+    assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
+                 "--split", "all"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 5
 
     ase.io.write(tmp_path / "new.xyz", [molecule("CH3OH"), molecule("C2H6")])
     assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "new.xyz"),

@@ -8,8 +8,9 @@ A task (:mod:`~denoise3d.jobs.pretrain`, :mod:`~denoise3d.jobs.property`,
    before anything is written;
 2. takes the output folder (:func:`~denoise3d.jobs.lock.output_folder`: a folder held by a live
    run is refused, a dead holder's lock is taken over);
-3. saves the resolved config, trains, keeps the epoch of the lowest validation metric (EMA and
-   raw weights; kept across resumes) or, for pretraining, saves every epoch's weights;
+3. saves the resolved config and the split (``split.npz``: train / valid / test indices), trains,
+   keeps the epoch of the lowest validation metric (EMA and raw weights; kept across resumes) or,
+   for pretraining, saves every epoch's weights;
 4. evaluates the kept weights on the test split, writes the checkpoint and ``metrics.json``.
 Prints and files come from the main process only under data parallelism.
 """
@@ -78,6 +79,8 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     with output_folder(out, take=main):
         if main:
             save_config(cfg, out / "config.yaml")
+            np.savez(out / "split.npz", **{k: np.asarray(v, np.int64)  # the indices used
+                                           for k, v in job.split.items() if k != "all"})
             print(f"{job.announce}; output in {out}"
                   + (f"; {trainer.dist.world_size} processes" if trainer.dist.enabled else ""))
         kept = _train(cfg, job, trainer, train, valid, out)
