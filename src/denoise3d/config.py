@@ -59,6 +59,8 @@ class DataConfig:
     fractions: list = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train / valid / test
     smiles_column: str = "smiles"  # a CSV of SMILES + property columns: the SMILES column
     conformers: int = 1  # CSV: seeded RDKit ETKDG + MMFF conformers per molecule
+    structures: str | None = None  # CSV: join rows to this structure file's structures by name
+    id_column: str = "id"  # CSV with data.structures: the column holding the structure names
 
 
 @dataclass

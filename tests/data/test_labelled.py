@@ -149,3 +149,25 @@ def test_csv_of_smiles_gets_seeded_conformers_and_its_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("smiles,gap\nCCO,1\nC1CC,2\n")
     with pytest.raises(ValueError, match=r"bad.csv: row 1: RDKit cannot embed SMILES 'C1CC'"):
         load_data(cfg(tmp_path / "bad.csv", tmp_path))
+
+
+def test_csv_joined_by_id_to_a_structure_file(frames, tmp_path):
+    import ase.io
+
+    named = []
+    for k, a in enumerate(frames[:6]):
+        b = a.copy()
+        b.info = {"name": f"conf{k}"}
+        named.append(b)
+    ase.io.write(tmp_path / "structs.extxyz", named)
+    (tmp_path / "labels.csv").write_text("id,gap\n" + "".join(
+        f"conf{k},{4.0 + k}\n" for k in (5, 0, 3, 1, 2, 4)))
+    ds, _ = load_data(cfg(tmp_path / "labels.csv", tmp_path,
+                          f"data.structures={tmp_path / 'structs.extxyz'}",
+                          "data.fractions=[0.5, 0.25, 0.25]"))
+    np.testing.assert_allclose(ds.target("gap"), [9.0, 4.0, 7.0, 5.0, 6.0, 8.0])
+    np.testing.assert_allclose(np.asarray(ds.molecule(0).pos), frames[5].positions, atol=1e-5)
+    (tmp_path / "missing.csv").write_text("id,gap\nconf9,1.0\n")
+    with pytest.raises(ValueError, match="missing.csv: row 0: no structure named 'conf9'"):
+        load_data(cfg(tmp_path / "missing.csv", tmp_path,
+                      f"data.structures={tmp_path / 'structs.extxyz'}"))

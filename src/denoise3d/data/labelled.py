@@ -6,8 +6,9 @@ Labels:
   what ASE writes for ``energy``), else an ASE db row's key-value pairs; SDF: the record's
   property tags (``> <gap>``);
 * per atom: ``atoms.arrays[key]``, else the calculator results (ASE writes ``forces`` there);
-* a CSV of SMILES (``smiles_column``) plus property columns: each row's numeric columns label
-  ``conformers`` seeded RDKit ETKDG + MMFF conformers of its molecule (:func:`read_csv`).
+* a CSV of property columns: each row's numeric columns label ``conformers`` seeded RDKit ETKDG
+  + MMFF conformers of its SMILES (``smiles_column``), or the structure of a structure file
+  (``structures``) named by its ``id_column`` (:func:`read_csv`).
 
 Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
 the first structure has them, plus ``targets`` (names; default: every numeric scalar label of the
@@ -107,8 +108,8 @@ def _from_atoms(atoms, name: str) -> LabelledStructure:
                              str(atoms.info.get("smiles", "")))
 
 
-def read_frames(path: Path, smiles_column: str = "smiles",
-                conformers: int = 1) -> Iterator[LabelledStructure]:
+def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
+                structures: str | None = None, id_column: str = "id") -> Iterator[LabelledStructure]:
     """Every structure of one file with all its stored values (raw, file units)."""
     suffix = file_suffix(path)
     if suffix in XYZ_SUFFIXES:
@@ -140,37 +141,64 @@ def read_frames(path: Path, smiles_column: str = "smiles",
                     values[key] = v
             yield LabelledStructure(s.z, s.pos, values, s.name or f"{path.name}:{k}", s.smiles)
     elif suffix == ".csv":
-        yield from read_csv(path, smiles_column, conformers)
+        yield from read_csv(path, smiles_column, conformers, structures, id_column)
     else:
         raise ValueError(f"{path}: unknown structure file type")
 
 
-def read_csv(path: Path, smiles_column: str = "smiles", k: int = 1) -> Iterator[LabelledStructure]:
-    """A CSV of SMILES plus property columns: ``k`` seeded RDKit ETKDG + MMFF conformers per row
-    (:func:`denoise3d.data.conformers.conformers`, seed = the row's index), each with the row's
-    numeric columns as labels; a SMILES RDKit cannot embed is a one-line error naming the row."""
+def read_csv(path: Path, smiles_column: str = "smiles", k: int = 1,
+             structures: str | None = None, id_column: str = "id") -> Iterator[LabelledStructure]:
+    """A CSV of property columns and either SMILES or ids: without ``structures``, ``k`` seeded
+    RDKit ETKDG + MMFF conformers per row (:func:`denoise3d.data.conformers.conformers`, seed =
+    the row's index); with ``structures`` (a structure file or directory), the structure whose
+    name (extxyz ``name``, SDF title, ASE db ``name``) equals the row's ``id_column``. The row's
+    numeric columns label them; a SMILES RDKit cannot embed or an id without a structure is a
+    one-line error naming the row."""
     import csv
 
     from denoise3d.data.conformers import conformers
 
+    key_column = id_column if structures else smiles_column
+    named = _structures_by_name(structures) if structures else {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or smiles_column not in reader.fieldnames:
-            raise ValueError(f"{path}: no {smiles_column!r} column (columns: "
-                             f"{', '.join(reader.fieldnames or [])}; data.smiles_column names it)")
+        if reader.fieldnames is None or key_column not in reader.fieldnames:
+            raise ValueError(f"{path}: no {key_column!r} column (columns: "
+                             f"{', '.join(reader.fieldnames or [])}; data."
+                             f"{'id_column' if structures else 'smiles_column'} names it)")
         for k_row, row in enumerate(reader):
-            smiles = (row.pop(smiles_column) or "").strip()
-            found = conformers(smiles, k=k, seed=k_row)
-            if not found:
-                raise ValueError(f"{path}: row {k_row}: RDKit cannot embed SMILES {smiles!r}")
+            key = (row.pop(key_column) or "").strip()
+            if structures:
+                if key not in named:
+                    raise ValueError(f"{path}: row {k_row}: no structure named {key!r} in "
+                                     f"{structures}")
+                s = named[key]
+                found, smiles = [(s.z, s.pos, None)], s.smiles
+            else:
+                found, smiles = conformers(key, k=k, seed=k_row), key
+                if not found:
+                    raise ValueError(f"{path}: row {k_row}: RDKit cannot embed SMILES {key!r}")
             values = {}
-            for key, v in row.items():
+            for name, v in row.items():
                 try:
-                    values[key] = float(v)
+                    values[name] = float(v)
                 except (TypeError, ValueError):
-                    values[key] = v
+                    values[name] = v
             for z, pos, _ in found:
-                yield LabelledStructure(z, pos, values, f"{path.name}:{k_row}", smiles)
+                yield LabelledStructure(z, pos, values, key if structures else f"{path.name}:{k_row}",
+                                        smiles)
+
+
+def _structures_by_name(path: str) -> dict:
+    """{name: Structure} of a structure file or directory (names must be unique)."""
+    out = {}
+    for s in (s for f in structure_files(path) for s in read_frames(f)):
+        name = str(s.values.get("name", s.name))  # extxyz / db "name"; SDF title
+        if name in out:
+            raise ValueError(f"{path}: two structures named {name!r}; data.id_column needs "
+                             f"unique names")
+        out[name] = s
+    return out
 
 
 def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_key: str,
@@ -234,11 +262,13 @@ def labelled_files(path: str | Path) -> list[Path]:
 
 def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str = "forces",
                   targets: list | None = None, units: dict | None = None,
-                  smiles_column: str = "smiles", conformers: int = 1):
+                  smiles_column: str = "smiles", conformers: int = 1,
+                  structures: str | None = None, id_column: str = "id"):
     """``(specs, iterator of (z, pos, values, forces, name, smiles))`` over every structure of a
     labelled file or directory; values in internal units (see the module docstring)."""
     files = labelled_files(path)
-    first = next(iter(read_frames(files[0], smiles_column, conformers)), None)
+    csv_options = (smiles_column, conformers, structures, id_column)
+    first = next(iter(read_frames(files[0], *csv_options)), None)
     if first is None:
         raise ValueError(f"{files[0]}: no structures")
     specs = label_specs(first, str(files[0]), energy_key, forces_key, targets, units or {})
@@ -246,7 +276,7 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
     def records():
         for f in files:
             frame = "record" if file_suffix(f) in SDF_SUFFIXES else "frame"
-            for k, s in enumerate(read_frames(f, smiles_column, conformers)):
+            for k, s in enumerate(read_frames(f, *csv_options)):
                 where = f"{f}: {frame} {k}"
                 z, pos = checked(s.z, s.pos, where)
                 values, forces = label_values(s, specs, where)

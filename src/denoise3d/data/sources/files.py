@@ -31,7 +31,7 @@ REPORT = {"eV": ("meV", EV_MEV), "eV/Å": ("meV/Å", EV_MEV)}  # customary repor
 class Files(Source):
     name = "files"
     keys = frozenset({"path", "energy_key", "forces_key", "targets", "units", "split_by",
-                      "fractions", "smiles_column", "conformers"})
+                      "fractions", "smiles_column", "conformers", "structures", "id_column"})
 
     def dataset(self, cfg: DataConfig):
         from denoise3d.data.dataset import MolecularDataset
@@ -46,9 +46,17 @@ class Files(Source):
             raise ConfigError(f"data.conformers must be >= 1, got {cfg.conformers}")
         settings = {"energy_key": cfg.energy_key, "forces_key": cfg.forces_key,
                     "targets": cfg.targets, "units": dict(sorted(cfg.units.items())),
-                    "smiles_column": cfg.smiles_column, "conformers": cfg.conformers}
+                    "smiles_column": cfg.smiles_column, "conformers": cfg.conformers,
+                    "structures": cfg.structures, "id_column": cfg.id_column}
+        if cfg.structures:  # the joined structures are part of the cache key too
+            from denoise3d.data.labelled import labelled_files
+            from denoise3d.data.storage import fingerprint_files
+
+            settings["structures_sha1"] = hashlib.sha1(repr(fingerprint_files(
+                labelled_files(cfg.structures))).encode()).hexdigest()
         specs, records = read_labelled(cfg.path, cfg.energy_key, cfg.forces_key, cfg.targets,
-                                       cfg.units, cfg.smiles_column, cfg.conformers)
+                                       cfg.units, cfg.smiles_column, cfg.conformers,
+                                       cfg.structures, cfg.id_column)
         source = labelled_source(cfg.path, settings)
         digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
         root = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
