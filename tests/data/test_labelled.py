@@ -171,3 +171,19 @@ def test_csv_joined_by_id_to_a_structure_file(frames, tmp_path):
     with pytest.raises(ValueError, match="missing.csv: row 0: no structure named 'conf9'"):
         load_data(cfg(tmp_path / "missing.csv", tmp_path,
                       f"data.structures={tmp_path / 'structs.extxyz'}"))
+
+
+def test_a_vector_label_becomes_one_label_per_component(frames, tmp_path):
+    import ase.io
+
+    with_vectors = []
+    for a in frames:
+        b = a.copy()
+        b.calc = a.calc
+        b.info["mu_vec"] = np.array([a.info["mu"], -a.info["mu"], 0.5])  # D
+        with_vectors.append(b)
+    ase.io.write(tmp_path / "vec.extxyz", with_vectors)
+    ds, _ = load_data(cfg(tmp_path / "vec.extxyz", tmp_path, "data.units={mu_vec: D}"))
+    assert {"mu_vec[0]", "mu_vec[1]", "mu_vec[2]"} <= set(ds.labels)
+    assert ds.labels["mu_vec[1]"].unit == "D"
+    np.testing.assert_allclose(ds.target("mu_vec[1]"), [-a.info["mu"] for a in frames])

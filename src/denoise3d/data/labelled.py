@@ -11,8 +11,9 @@ Labels:
   (``structures``) named by its ``id_column`` (:func:`read_csv`).
 
 Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
-the first structure has them, plus ``targets`` (names; default: every numeric scalar label of the
-first structure). Every structure must then have every label, finite and of the right shape: a
+the first structure has them, plus ``targets`` (names; default: every numeric scalar or short
+vector label of the first structure; a per-structure vector ``mu`` of length k becomes the k
+labels ``mu[0]`` ... ``mu[k-1]``). Every structure must then have every label, finite and of the right shape: a
 missing, non-finite or mis-shaped label is a one-line ``ValueError`` naming the file, the frame
 and the key.
 
@@ -80,6 +81,7 @@ class LabelSpec:
     per: str  # "structure" | "atom"
     factor: float
     unit: str  # internal unit after conversion ("" = unitless)
+    index: int | None = None  # a component of a per-structure vector label (name "key[i]")
 
 
 @dataclass
@@ -89,6 +91,7 @@ class LabelledStructure:
     values: dict  # {key: raw value as stored in the file}
     name: str = ""
     smiles: str = ""
+    atom_keys: frozenset = frozenset()  # keys of per-atom values (arrays, per-atom results)
 
 
 def _scalar(value) -> bool:
@@ -104,8 +107,12 @@ def _from_atoms(atoms, name: str) -> LabelledStructure:
     values.update({k: v for k, v in results.items()})
     values.update({k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")})
     values.update(atoms.info)
+    per_atom = {k for k in results if k in PER_ATOM_RESULTS} | set(atoms.arrays)
     return LabelledStructure(np.asarray(atoms.numbers), np.asarray(atoms.positions), values, name,
-                             str(atoms.info.get("smiles", "")))
+                             str(atoms.info.get("smiles", "")), frozenset(per_atom))
+
+
+PER_ATOM_RESULTS = {"forces", "charges", "magmoms", "energies", "stresses"}  # ASE's per-atom outputs
 
 
 def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
@@ -209,9 +216,10 @@ def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_ke
         specs.append(("energy", energy_key, "structure"))
     if forces_key in first.values:
         specs.append(("forces", forces_key, "atom"))
+    skip = {energy_key, forces_key, "smiles", "name"}
     if targets is None:
-        skip = {energy_key, forces_key, "smiles", "name"}
-        targets = [k for k, v in first.values.items() if k not in skip and _scalar(v)]
+        targets = [k for k, v in first.values.items() if k not in skip | first.atom_keys
+                   and (_scalar(v) or _vector(v))]
     for t in targets:
         if t not in first.values:
             raise ValueError(f"{where}: frame 0: no label {t!r} (it has: "
@@ -226,8 +234,21 @@ def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_ke
     out = []
     for name, key, per in specs:
         factor, unit = convert(str(units.get(name, defaults.get(name, ""))), f"{where}: {name}: ")
-        out.append(LabelSpec(name, key, per, factor, unit))
+        size = _vector(first.values[key]) if per == "structure" else 0
+        if size:  # a per-structure vector (e.g. a dipole vector): one label per component
+            out += [LabelSpec(f"{name}[{i}]", key, per, factor, unit, i) for i in range(size)]
+        else:
+            out.append(LabelSpec(name, key, per, factor, unit))
     return out
+
+
+def _vector(value) -> int:
+    """The length of a short numeric vector (2 to 9 values: a per-structure vector label), else 0."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return 0
+    return a.shape[0] if a.ndim == 1 and 1 < a.shape[0] <= 9 else 0
 
 
 def label_values(s: LabelledStructure, specs: list[LabelSpec], where: str):
@@ -241,6 +262,11 @@ def label_values(s: LabelledStructure, specs: list[LabelSpec], where: str):
         except (TypeError, ValueError):
             raise ValueError(f"{where}: label {spec.key!r} is not numeric "
                              f"({s.values[spec.key]!r})") from None
+        if spec.index is not None:  # a component of a vector label
+            if value.ndim != 1 or len(value) <= spec.index:
+                raise ValueError(f"{where}: label {spec.key!r} has shape {value.shape}, expected "
+                                 f"a vector of at least {spec.index + 1} values")
+            value = value[spec.index]
         shape = (len(s.z), 3) if spec.per == "atom" else ()
         if value.shape != shape and not (spec.per == "structure" and value.shape == (1,)):
             raise ValueError(f"{where}: label {spec.key!r} has shape {value.shape}, expected "
