@@ -69,6 +69,12 @@ def test_declared_units_are_converted_once(frames, extxyz, tmp_path):
     assert convert("bohr") == (pytest.approx(ase_units.Bohr), "Å")
     with pytest.raises(ValueError, match="unknown unit"):
         convert("kcal/mol/furlong")
+    for typo in ("kcal", "Hartrees"):  # a mistyped energy unit is never taken as a factor of 1
+        with pytest.raises(ValueError, match="unknown unit"):
+            convert(typo)
+    with pytest.raises(ValueError, match="'eV' is not a force unit"):
+        convert("eV", kind="forces")
+    assert convert("D") == (1.0, "D") and convert("cal/mol/K") == (1.0, "cal/mol/K")
 
 
 def test_changing_a_unit_rebuilds_the_cache(extxyz, tmp_path):
@@ -131,8 +137,13 @@ def test_split_by_molecule_keeps_each_molecule_on_one_side(extxyz, tmp_path):
     sides = {name: {ds.smiles(i) for i in idx} for name, idx in split.items() if name != "all"}
     assert all(len(s) == 1 for s in sides.values())  # one molecule (6 frames) per side
     assert len(set.union(*sides.values())) == 3
-    with pytest.raises(ConfigError, match="test split.*would be empty.*3 molecules"):
-        load_data(cfg(extxyz, tmp_path, "data.split_by=molecule"))  # 0.8 / 0.1 / 0.1 of 3
+    _, split = load_data(cfg(extxyz, tmp_path, "data.split_by=molecule"))  # 0.8 / 0.1 / 0.1
+    assert [len(split[k]) for k in ("train", "valid", "test")] == [6, 6, 6]  # one molecule each
+    import ase.io
+
+    ase.io.write(tmp_path / "two.extxyz", ase.io.read(extxyz, ":12"))  # water and methanol
+    with pytest.raises(ConfigError, match="test split.*would be empty.*2 molecules"):
+        load_data(cfg(tmp_path / "two.extxyz", tmp_path, "data.split_by=molecule"))
 
 
 def test_csv_of_smiles_gets_seeded_conformers_and_its_columns(tmp_path):

@@ -129,3 +129,17 @@ def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsy
     assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "nh3.xyz"),
                  "--out", str(tmp_path / "p.csv"), "--allow-unseen-elements"]) == 0
     assert "energy (eV)" in (tmp_path / "p.csv").read_text().splitlines()[0]
+
+
+def test_a_force_field_needs_energies_in_the_first_structure(mixed, tmp_path, capsys):
+    import ase.io
+
+    frames = ase.io.read(mixed, ":")
+    del frames[0].calc.results["energy"]
+    ase.io.write(tmp_path / "no_e0.extxyz", frames)
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={tmp_path / 'no_e0.extxyz'}", f"data.cache_dir={tmp_path}",
+                 f"train.out={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no_e0.extxyz: finetune.task=energy_force needs energies and forces: its first " \
+           "structure has no 'energy' energy" in err and "\n" not in err

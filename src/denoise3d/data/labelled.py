@@ -52,22 +52,35 @@ def _length_units() -> dict[str, float]:
     return {"å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "bohr": units.Bohr}
 
 
-def convert(unit: str, where: str = "") -> tuple[float, str]:
+ENERGY_WORDS = ("ev", "kcal", "kj", "hartree", "ha", "ry")  # the start of a mistyped energy unit
+
+
+def convert(unit: str, where: str = "", kind: str | None = None) -> tuple[float, str]:
     """``(factor, internal unit)``: internal = file value × factor. Energies → eV, lengths → Å,
-    forces (energy/length) → eV/Å; other units are kept (factor 1), "" = unitless."""
+    forces (energy/length) → eV/Å; other units are kept (factor 1), "" = unitless.
+
+    ``kind`` "energy" or "forces" requires that kind of unit; an unknown unit that looks like an
+    energy (``kcal``, ``Hartrees``) is an error rather than a silent factor of 1.
+    """
     u = unit.strip()
     key = u.lower().replace(" ", "")
     energy, length = _energy_units(), _length_units()
-    if key in energy:
+    known = (f"energies in {', '.join(energy)}; lengths in {', '.join(length)}; forces as "
+             f"energy/length, e.g. kcal/mol/Å")
+    head, _, tail = key.rpartition("/")
+    if key in energy and kind != "forces":
         return energy[key], "eV"
+    if head in energy and tail in length and kind != "energy":
+        return energy[head] / length[tail], "eV/Å"
+    if head in energy and tail == "atom" and kind is None:  # an energy per atom
+        return energy[head], "eV/atom"
+    if kind is not None:
+        raise ValueError(f"{where}{unit!r} is not a{'n energy' if kind == 'energy' else ' force'} "
+                         f"unit ({known})")
     if key in length:
         return length[key], "Å"
-    head, _, tail = key.rpartition("/")
-    if head in energy and tail in length:
-        return energy[head] / length[tail], "eV/Å"
-    if "/" in key and (head in energy or head.split("/")[0] in energy or key.split("/")[0] in energy):
-        raise ValueError(f"{where}unknown unit {unit!r} (forces: energy/length, energy in "
-                         f"{', '.join(energy)}, length in {', '.join(length)})")
+    if any(key.startswith(w) or f"/{w}" in key for w in ENERGY_WORDS):
+        raise ValueError(f"{where}unknown unit {unit!r} ({known})")
     return 1.0, u
 
 
@@ -233,7 +246,9 @@ def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_ke
     defaults = {"energy": "eV", "forces": "eV/Å"}
     out = []
     for name, key, per in specs:
-        factor, unit = convert(str(units.get(name, defaults.get(name, ""))), f"{where}: {name}: ")
+        kind = name if name in defaults else None
+        factor, unit = convert(str(units.get(name, defaults.get(name, ""))), f"{where}: {name}: ",
+                               kind)
         size = _vector(first.values[key]) if per == "structure" else 0
         if size:  # a per-structure vector (e.g. a dipole vector): one label per component
             out += [LabelSpec(f"{name}[{i}]", key, per, factor, unit, i) for i in range(size)]

@@ -145,7 +145,9 @@ def group_split(groups: Sequence, fractions: Sequence[float], seed: int = 0) -> 
 
     Groups are shuffled with ``seed`` and laid end to end; a group goes to the split whose share
     of ``[0, 1)`` holds its centre (train ``[0, f0)``, valid ``[f0, f0 + f1)``, test the rest),
-    so sizes are approximate; returns sorted int64 indices. With few groups a split can be empty.
+    so sizes are approximate; a split with a fraction > 0 that got no group takes one from the
+    side with most groups (5 molecules at 0.8 / 0.1 / 0.1: 3 / 1 / 1). Returns sorted int64
+    indices; with fewer groups than non-empty fractions a split stays empty.
     """
     fractions = [float(f) for f in fractions]
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
@@ -155,6 +157,11 @@ def group_split(groups: Sequence, fractions: Sequence[float], seed: int = 0) -> 
     sizes = np.bincount(inverse, minlength=len(keys))[order]  # structures per group, shuffled
     middle = (np.cumsum(sizes) - sizes / 2) / max(len(inverse), 1)  # each group's centre
     side = np.searchsorted(np.cumsum(fractions)[:2], middle, side="right")  # 0, 1 or 2
+    for empty in [i for i in range(3) if fractions[i] > 0 and not (side == i).any()]:
+        counts = np.bincount(side, minlength=3)
+        donor = int(np.argmax(counts))  # the side with most groups gives one (its last) away
+        if counts[donor] > 1:
+            side[np.flatnonzero(side == donor)[-1 if donor < empty else 0]] = empty
     side_of_key = np.empty(len(keys), dtype=np.int64)
     side_of_key[order] = side
     where = side_of_key[inverse]

@@ -66,8 +66,12 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
            {**dict.fromkeys(ds.target_names, "structure"),       # what it stores
             **dict.fromkeys(ds.atom_target_names, "atom")})
     if per.get("energy") != "structure" or per.get("forces") != "atom":
-        raise ConfigError("finetune.task=energy_force needs energies and forces: use "
-                          "data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
+        where = f"{cfg.data.path or cfg.data.dataset}: " if cfg.data.dataset == "files" else ""
+        hint = (f"its first structure has no {cfg.data.energy_key!r} energy or "
+                f"{cfg.data.forces_key!r} forces (data.energy_key / data.forces_key name them; "
+                f"labels read: {', '.join(per) or 'none'})" if where else
+                "use data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
+        raise ConfigError(f"{where}finetune.task=energy_force needs energies and forces: {hint}")
     idx = np.asarray(train_idx)
     e = ds.target("energy")[idx]
     if cfg.finetune.energy_head == "mlp_of_sum":
@@ -153,7 +157,8 @@ def build(cfg: Config) -> Job:
                labels={k: ds.labels[k] for k in ("energy", "forces")},
                domain=checkpoint.training_domain(ds, split["train"]),
                announce=f"fine-tuning energy + forces of {ds.meta.get('name', cfg.data.path)} "
-                        f"({ds.meta.get('theory', '?')}) on {len(split['train'])} frames, "
+                        + (f"({ds.meta['theory']}) " if ds.meta.get("theory") else "")
+                        + f"on {len(split['train'])} frames, "
                         f"{init_text}{head_text}",
                validate=validate, select="loss", finish=finish)
 

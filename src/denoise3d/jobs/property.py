@@ -81,7 +81,8 @@ def baseline(ds, train_idx, test_idx, label) -> float:
 
 
 def key_of(label) -> str:
-    return f"{label.name}_mae_{label.report_unit}"
+    """The metric's name: ``homo_mae_meV``; ``gap_mae`` for a unitless label."""
+    return f"{label.name}_mae_{label.report_unit}" if label.report_unit else f"{label.name}_mae"
 
 
 def build(cfg: Config) -> Job:
@@ -135,7 +136,7 @@ def build(cfg: Config) -> Job:
         return metrics, line
 
     init = cfg.finetune.init
-    what = ", ".join(f"{n} ({labels[n].report_unit})" for n in heads)
+    what = ", ".join(f"{n} ({labels[n].report_unit or 'unitless'})" for n in heads)
     return Job(task=OBJECTIVE, backbone=backbone,
                objectives={names[n]: (weights[n], heads[n]) for n in heads},
                params={names[n]: {"target": n, **options(cfg, n)} for n in heads}, dataset=ds,
