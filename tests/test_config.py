@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from denoise3d.config import ConfigError, from_dict, load_config, save_config, to_dict
@@ -39,3 +41,37 @@ def test_roundtrip(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.lr=0", "train.lr=0.0 must be > 0"),
+    ("train.lr=-1e-3", "train.lr=-0.001 must be > 0"),
+    ("train.threads=0", "train.threads=0 must be >= 1 or null"),
+    ("train.log_every=0", "train.log_every=0 must be >= 1"),
+    ("train.epochs=0", "train.epochs=0 must be >= 1"),
+    ("train.max_steps=-3", "train.max_steps=-3 must be >= 0 or null"),
+    ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("train.ema_decay=1.5", "train.ema_decay=1.5 must be in (0, 1)"),
+    ("train.device=foo", "train.device='foo' is not a device"),
+])
+def test_values_are_validated_when_the_config_loads(override, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(None, [override])
+
+
+def test_cuda_on_a_build_without_it_is_refused_but_a_saved_device_is_not(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="sees no CUDA device"):
+        load_config(None, ["train.device=cuda"])
+    saved = to_dict(load_config(None, []))
+    saved["train"]["device"] = "cuda"  # a GPU-trained checkpoint's config, read on a CPU
+    assert load_config(None, ["data.max_test=5"], base=saved).train.device == "cuda"
+
+
+def test_a_yaml_list_is_a_one_line_error(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="a config is a mapping of sections"):
+        load_config(tmp_path / "list.yaml", ["train.lr=1e-3"])

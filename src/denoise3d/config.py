@@ -226,6 +226,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             yaml_tree = copy.deepcopy(tree)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config is a mapping of sections (data:, model:, ...), "
+                              f"got a {type(tree).__name__}")
         source = str(path)
     for item in overrides:
         if "=" not in item:
@@ -238,7 +241,52 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         _set(tree, key.strip(), value)
     cfg = _fill(Config, tree, "", source if not overrides else f"{source} + overrides")
     cfg.explicit = frozenset(_leaves(yaml_tree)) | {k.split("=", 1)[0].strip() for k in overrides}
+    # a checkpoint's saved device is not checked (a GPU-trained model evaluated on a CPU)
+    validate(cfg, source if not overrides else f"{source} + overrides",
+             device=base is None or "train.device" in cfg.explicit)
     return cfg
+
+
+# (section.key, test, what it must be): values checked when a config loads, before anything runs
+RULES = [
+    ("train.lr", lambda v: v > 0, "> 0 (a frozen step: a tiny lr)"),
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+    ("train.max_steps", lambda v: v is None or v >= 0, ">= 0 or null"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.threads", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("train.checkpoint_every", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("train.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("train.min_lr", lambda v: v >= 0, ">= 0"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.grad_clip", lambda v: v is None or v > 0, "> 0 or null"),
+    ("train.ema_decay", lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
+    ("data.batch_size", lambda v: v >= 1, ">= 1"),
+    ("data.eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("model.hidden", lambda v: v >= 1, ">= 1"),
+    ("model.layers", lambda v: v >= 1, ">= 1"),
+]
+
+
+def validate(cfg: Config, source: str = "config", device: bool = True) -> None:
+    """Ranges of the values (:data:`RULES`) and (``device``) that ``train.device`` exists here:
+    one-line ConfigErrors naming the key."""
+    for dotted, ok, what in RULES:
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{source}: {dotted}={value} must be {what}")
+    name = cfg.train.device
+    if device and name != "auto":
+        import torch
+
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"{source}: train.device={name!r} is not a device (auto, cpu, "
+                              f"cuda, cuda:N)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{source}: train.device={name}: this torch build sees no CUDA "
+                              f"device (install a CUDA build of torch, or use cpu)")
 
 
 def _leaves(tree, prefix: str = "") -> list[str]:
