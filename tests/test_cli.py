@@ -69,3 +69,22 @@ def test_mismatched_checkpoint(pretrained, qm9_cache, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "differs from the config" in err and "model.hidden=16" in err
+
+
+def test_environment_failures_are_one_line_errors(qm9_cache, tmp_path, monkeypatch, capsys):
+    """No permission to write the output folder, by fault injection (tests may run as root)."""
+    import denoise3d.jobs.lock as lock
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(lock, "claim", denied)
+    assert main(["finetune", "configs/finetune/qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
+                 "data.max_train=32", f"train.out={tmp_path / 'ro'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"denoise3d: error: [Errno 13] Permission denied: '{tmp_path / 'ro'}'"
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "manifest.json").write_text("{broken")
+    assert main(["pretrain", "configs/pretrain/emgp_cpu.yaml", "data.dataset=structures",
+                 f"data.path={tmp_path / 'cache'}", f"train.out={tmp_path / 'x'}"]) == 2
+    assert capsys.readouterr().err.startswith("denoise3d: error: not a usable cache")

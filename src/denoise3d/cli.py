@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from zipfile import BadZipFile
+
 from denoise3d.config import ConfigError, load_config
 from denoise3d.jobs.lock import FolderBusy
 
@@ -292,6 +294,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def errors() -> tuple:
+    """The error boundary: input and environment failures (config, data, checkpoints, busy
+    folders, files and disks: OSError covers permissions and full disks, BadZipFile a corrupted
+    .npz) end in one line and exit status 2; DENOISE3D_DEBUG=1 shows the traceback."""
+    from denoise3d.data.storage import CacheInvalid  # imports torch: not for --help
+
+    return (ConfigError, ValueError, KeyError, FloatingPointError, FolderBusy, OSError,
+            CacheInvalid, BadZipFile)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
@@ -299,14 +311,17 @@ def main(argv: list[str] | None = None) -> int:
         if not (hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra)):
             p.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    boundary = errors()
     try:
         args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError, KeyError,
-            FolderBusy, FileExistsError, NotADirectoryError) as e:
+    except boundary as e:
         if os.environ.get("DENOISE3D_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"denoise3d: error: {msg}", file=sys.stderr)
+        if isinstance(e, boundary[6]):  # CacheInvalid
+            msg = f"not a usable cache: {e}"
+        print(f"denoise3d: error: {str(msg).splitlines()[0] if str(msg) else type(e).__name__}",
+              file=sys.stderr)
         return 2
     finally:
         _end_distributed()

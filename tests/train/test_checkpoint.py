@@ -38,3 +38,31 @@ def test_bad_checkpoints(tmp_path):
 def test_mismatched_weights(tmp_path):
     with pytest.raises(CheckpointError, match="weights do not match"):
         load_state(torch.nn.Linear(3, 2), torch.nn.Linear(4, 2).state_dict(), "backbone", "x.pt")
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_names_the_file(tmp_path, monkeypatch):
+    """A full disk, by fault injection: torch reports it as a RuntimeError mid-write."""
+    path = tmp_path / "pretrain.pt"
+    save_checkpoint(path, {"kind": "pretrain", "x": 1})
+    before = path.read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="pretrain.pt: could not write the checkpoint"):
+        save_checkpoint(path, {"kind": "pretrain", "x": 2})
+    assert path.read_bytes() == before and list(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_dead_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"resume.pt.{dead.pid}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    save_checkpoint(tmp_path / "resume.pt", {"kind": "resume"})
+    assert not stale.exists() and (tmp_path / "resume.pt").is_file()

@@ -29,8 +29,10 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write atomically: to a temporary name in the same folder, then rename.
 
-    Under data parallelism only rank 0 writes (all ranks hold the same weights); a killed writer
-    leaves at most a stray ``*.tmp``, never a truncated checkpoint.
+    Under data parallelism only rank 0 writes (all ranks hold the same weights). A failed write
+    (full disk, no permission) removes its temporary file and raises :class:`CheckpointError`
+    naming the file; a killed writer leaves at most ``NAME.<pid>.tmp``, removed by the next write
+    of the same file once that pid is gone. Never a truncated checkpoint.
     """
     import torch.distributed as dist
 
@@ -38,9 +40,29 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: could not write the checkpoint "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                              f"nothing was replaced") from None
+
+
+def _remove_dead_writers(path: Path) -> None:
+    """Delete ``NAME.<pid>.tmp`` files beside ``path`` whose writing process is gone."""
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 1:-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except PermissionError:
+                pass
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
