@@ -64,7 +64,8 @@ def test_ase_db_and_directory(tmp_path):
     (tmp_path / "d").mkdir()
     with ase.db.connect(tmp_path / "d" / "m.db") as db:
         db.write(Atoms("OH2", [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]), name="water")
-        db.write(Atoms("CH4", np.eye(5, 3) * 1.09))
+        db.write(Atoms("CH4", [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                               [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]))  # no coinciding atoms
     (tmp_path / "d" / "sub").mkdir()
     (tmp_path / "d" / "sub" / "w.xyz").write_text(WATER_XYZ)
     (tmp_path / "d" / "notes.txt").write_text("ignored")
@@ -119,7 +120,8 @@ def test_geom_msgpack(tmp_path):
     xyz = [[8, 0, 0, 0], [1, 0.96, 0, 0], [1, -0.24, 0.93, 0]]
     chunks = [{"O": {"conformers": [{"xyz": xyz, "boltzmannweight": w, "geom_id": i}
                                     for i, w in enumerate([0.2, 0.5, 0.3])], "charge": 0}},
-              {"C": {"conformers": [{"xyz": [[6, 0, 0, 0]] + [[1, *r] for r in np.eye(4, 3) * 1.09],
+              {"C": {"conformers": [{"xyz": [[6, 0, 0, 0]] + [[1, *r] for r in np.array(
+                  [[1, 1, 1], [-1, -1, 1], [-1, 1, -1], [1, -1, -1]]) * 0.63],  # tetrahedral CH4
                                      "boltzmannweight": 1.0}]}}]
     with open(tmp_path / "qm9_crude.msgpack", "wb") as f:
         for c in chunks:
@@ -149,3 +151,35 @@ def test_geom_through_config_and_cli(tmp_path, capsys):
                  "--out", str(tmp_path / "built")]) == 0
     assert "molecules 2" in capsys.readouterr().out
     assert len(load_structures(tmp_path / "built")) == 2
+
+
+def test_inputs_from_bug_reports_are_read_or_refused_in_one_line(tmp_path):
+    """Free-text xyz comments read as plain xyz; unknown symbols, coinciding atoms, periodic
+    frames and 2D molfiles are one-line errors naming the frame."""
+    from ase import Atoms
+    from rdkit import Chem
+
+    from denoise3d.data.readers import read_structures
+
+    (tmp_path / "free.xyz").write_text("3\nwater Properties are nice\nO 0 0 0\nH 0.96 0 0\n"
+                                       "H -0.24 0.93 0\n")
+    assert list(next(read_structures(tmp_path / "free.xyz")).z) == [8, 1, 1]
+    cases = {
+        "xx.xyz": ("2\n\nH 0 0 0\nH 0.74 0 0\n2\n\nXx 0 0 0\nH 1 0 0\n", "frame 1: unknown element 'Xx'"),
+        "twice.xyz": ("2\n\nC 0 0 0\nC 0 0 0.01\n", "frame 0: atoms 0 and 1 coincide"),
+    }
+    for name, (text, words) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=words) as e:
+            list(read_structures(tmp_path / name))
+        assert "\n" not in str(e.value)
+    import ase.io
+
+    ase.io.write(tmp_path / "box.extxyz", Atoms("H2", [[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 5],
+                                                pbc=True))
+    with pytest.raises(ValueError, match="frame 0: periodic cell"):
+        list(read_structures(tmp_path / "box.extxyz"))
+    mol = Chem.MolFromSmiles("CCO")  # 2D: RDKit computes 2D coordinates for the molfile
+    Chem.MolToMolFile(mol, str(tmp_path / "flat.mol"))
+    with pytest.raises(ValueError, match="record 0: 2D coordinates"):
+        list(read_structures(tmp_path / "flat.mol"))

@@ -137,6 +137,9 @@ def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
 
         try:
             for k, atoms in enumerate(ase.io.iread(path, index=":")):
+                if atoms.pbc.any():
+                    raise ValueError(f"{path}: frame {k}: periodic cell (pbc="
+                                     f"{atoms.pbc.tolist()}); periodic systems are not supported yet")
                 yield _from_atoms(atoms, f"{path.name}:{k}")
         except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
             if isinstance(e, ValueError) and str(e).startswith(str(path)):

@@ -71,7 +71,14 @@ def structure_files(path: str | Path) -> list[Path]:
     return files
 
 
+MIN_DISTANCE = 0.1  # Å: two atoms closer than this are one atom written twice
+
+
 def checked(z, pos, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The structure check every entry point runs: atoms present, supported elements, finite
+    coordinates, no two atoms within ``MIN_DISTANCE``; one-line ``ValueError`` naming ``where``."""
+    from scipy.spatial import cKDTree
+
     z = np.asarray(z, dtype=np.int64)
     pos = np.asarray(pos, dtype=np.float64)
     if len(z) == 0:
@@ -81,22 +88,70 @@ def checked(z, pos, where: str) -> tuple[np.ndarray, np.ndarray]:
                          f"{int(z.min() if z.min() < 1 else z.max())} (1..{MAX_Z} supported)")
     if not np.isfinite(pos).all():
         raise ValueError(f"{where}: non-finite coordinates")
+    close = cKDTree(pos).query_pairs(MIN_DISTANCE, output_type="ndarray")
+    if len(close):
+        i, j = close[0]
+        raise ValueError(f"{where}: atoms {i} and {j} coincide (closer than {MIN_DISTANCE} Å)")
     return z, pos
 
 
 def read_xyz(path: str | Path) -> Iterator[Structure]:
-    """Every frame of an XYZ / extxyz file (ASE)."""
+    """Every frame of an XYZ / extxyz file (ASE). A plain xyz file whose comment line is free
+    text that ASE's extxyz parser misreads (words like ``Properties``) is read as plain xyz
+    (:func:`read_plain_xyz`), which also names the frame of an unknown element symbol. Periodic
+    frames are refused until periodic systems are supported (a molecule wrapped across the cell
+    would get false bonds)."""
     import ase.io
 
     path = Path(path)
     try:
-        for k, atoms in enumerate(ase.io.iread(path, index=":")):
-            z, pos = checked(atoms.numbers, atoms.positions, f"{path}: frame {k}")
-            yield Structure(z, pos, f"{path.name}:{k}", str(atoms.info.get("smiles", "")))
-    except Exception as e:  # noqa: BLE001 - ASE raises many kinds; report them in one line
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a readable xyz/extxyz file ({e})") from None
+        frames = list(ase.io.iread(path, index=":"))
+    except Exception as e:  # noqa: BLE001 - ASE raises many kinds; try plain xyz, else one line
+        try:
+            yield from read_plain_xyz(path)
+            return
+        except _NotPlainXyz:
+            raise ValueError(f"{path}: not a readable xyz/extxyz file ({e})") from None
+    for k, atoms in enumerate(frames):
+        if atoms.pbc.any():
+            raise ValueError(f"{path}: frame {k}: periodic cell (pbc={atoms.pbc.tolist()}); "
+                             f"periodic systems are not supported yet")
+        z, pos = checked(atoms.numbers, atoms.positions, f"{path}: frame {k}")
+        yield Structure(z, pos, f"{path.name}:{k}", str(atoms.info.get("smiles", "")))
+
+
+class _NotPlainXyz(Exception):
+    pass
+
+
+def read_plain_xyz(path: Path) -> Iterator[Structure]:
+    """Plain xyz: per frame an atom count, a free-text comment, then ``symbol x y z`` lines (Å).
+    Raises ``_NotPlainXyz`` if the file is not laid out so; an unknown element symbol is a
+    one-line ``ValueError`` naming the frame."""
+    from denoise3d.data.elements import atomic_number
+
+    lines = path.read_text().splitlines()
+    i, k = 0, 0
+    out = []
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i].split()[0])
+            rows = [ln.split() for ln in lines[i + 2:i + 2 + n]]
+            if len(rows) != n or any(len(r) < 4 for r in rows):
+                raise ValueError
+            pos = [[float(v) for v in r[1:4]] for r in rows]
+        except (ValueError, IndexError):
+            raise _NotPlainXyz from None
+        try:
+            z = [int(r[0]) if r[0].isdigit() else atomic_number(r[0]) for r in rows]
+        except ValueError as e:
+            raise ValueError(f"{path}: frame {k}: {e}") from None
+        out.append(Structure(*checked(z, pos, f"{path}: frame {k}"), f"{path.name}:{k}"))
+        i, k = i + 2 + n, k + 1
+    yield from out
 
 
 def rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
@@ -110,6 +165,10 @@ def rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
             raise ValueError(f"{where}: cannot add hydrogens ({e})") from None
     if mol.GetNumConformers() == 0:
         raise ValueError(f"{where}: no coordinates")
+    if not mol.GetConformer().Is3D() and mol.GetNumAtoms() > 1:
+        raise ValueError(f"{where}: 2D coordinates (a 2D molfile, all z = 0): these models need "
+                         f"3D structures (RDKit conformers from SMILES: a CSV with "
+                         f"data.dataset=files, or `denoise3d data conformers`)")
     z = [a.GetAtomicNum() for a in mol.GetAtoms()]
     z, pos = checked(z, mol.GetConformer().GetPositions(), where)
     try:

@@ -100,8 +100,12 @@ def atoms_from_file(path: str | Path, frame: int = 0):
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds; report them in one line
         raise ValueError(f"{path.name}: not a structure file ASE can read "
                          f"({type(e).__name__}: {e})") from None
-    atoms.pbc = False
-    atoms.cell = None
+    if atoms.pbc.any():
+        raise ValueError(f"{path.name}: frame {frame}: periodic cell (pbc={atoms.pbc.tolist()}); "
+                         f"periodic systems are not supported yet")
+    from denoise3d.data.readers import checked
+
+    checked(atoms.numbers, atoms.positions, f"{path.name}: frame {frame}")
     return atoms
 
 
