@@ -108,3 +108,23 @@ def test_labels_come_from_the_dataset(qm9_cache, tmp_path):
                   property_task.build)
     assert metrics["unit"] == "D" and metrics["target"] == "mu"
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_skip_mode_that_skipped_every_step_is_an_error(qm9_cache, tmp_path):
+    def build(cfg):
+        job = property_task.build(cfg)
+        head = job.objectives["property"][1]
+        forward = head.forward
+
+        def poisoned(backbone, batch):
+            loss, logs = forward(backbone, batch)
+            return loss * float("nan"), logs
+
+        head.forward = poisoned
+        return job
+
+    cfg = load_config(TINY[0], [*TINY[1:], f"data.cache_dir={qm9_cache}", "train.nonfinite=skip",
+                                f"train.out={tmp_path}"])
+    with pytest.raises(FloatingPointError, match="every one of the 2 steps had a non-finite"):
+        run(cfg, build)
+    assert not (tmp_path / "finetune.pt").exists()

@@ -150,6 +150,14 @@ def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> 
                         raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
 
     trainer.fit(train, validate=lambda: job.validate(trainer, valid), on_epoch_end=on_epoch_end)
+    if trainer.skipped:  # train.nonfinite=skip
+        if trainer.skipped >= trainer.step:
+            raise FloatingPointError(f"{out}: every one of the {trainer.step} steps had a "
+                                     f"non-finite loss or gradient and was skipped; nothing was "
+                                     f"learned (lower train.lr, or check the data)")
+        if trainer.dist.is_main:
+            print(f"warning: {trainer.skipped} of {trainer.step} steps were skipped "
+                  f"(non-finite loss or gradient; train.nonfinite=skip)")
     if job.select is None:
         return kept
     if kept["state"] is not None:
