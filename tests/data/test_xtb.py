@@ -76,3 +76,12 @@ def test_bad_requests():
         xtb.generate_trajectory("x.npz", smiles="C1CC", progress=False)
     with pytest.raises(ValueError, match="unknown benchmark molecule"):
         xtb.generate_benchmark_set("/tmp/nowhere", molecules=["caffeine"])
+
+
+def test_a_corrupted_partial_file_is_a_one_line_error(tmp_path):
+    from denoise3d.data.xtb import _partial_path, generate_trajectory
+
+    out = tmp_path / "w.npz"
+    _partial_path(out).write_bytes(b"PK\x03\x04 truncated by a killed writer")
+    with pytest.raises(ValueError, match="corrupted partial trajectory.*delete it to start over"):
+        generate_trajectory(out, smiles="O", frames=4, equilibrate=2, progress=False)

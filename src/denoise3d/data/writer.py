@@ -73,6 +73,7 @@ class CacheWriter:
             raise ValueError(f"unknown string columns {bad} (known: {STRING_COLUMNS})")
         self.strings = tuple(strings)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(self.path)  # temporary folders of killed builds of this cache
         self.tmp = _sibling(self.path, "tmp")
         self.tmp.mkdir()
         self.dtypes = {"z": np.int8, "pos": np.float32, "atom_offset": np.int64, "hops": np.int8,

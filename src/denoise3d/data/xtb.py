@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -136,15 +137,23 @@ def _start_state(atoms, settings: dict, partial: Path):
     rng = np.random.default_rng(settings["seed"])
     if not partial.is_file():
         return [], [], [], rng, False
-    with np.load(partial, allow_pickle=False) as f:
-        saved = json.loads(str(f["settings"]))
-        if saved != settings:
-            raise ValueError(f"{partial}: a partial run with other settings ({saved}); delete it "
-                             f"to start again")
-        atoms.set_positions(f["positions"])
-        atoms.set_momenta(f["momenta"])
-        rng.bit_generator.state = json.loads(str(f["rng_state"]))
-        return list(f["R"]), list(f["E"]), list(f["F"]), rng, True
+    try:
+        with np.load(partial, allow_pickle=False) as f:
+            saved = json.loads(str(f["settings"]))
+            if saved == settings:
+                positions, momenta = f["positions"], f["momenta"]
+                rng_state = json.loads(str(f["rng_state"]))
+                frames = list(f["R"]), list(f["E"]), list(f["F"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{partial}: a corrupted partial trajectory ({type(e).__name__}: {e}); "
+                         f"delete it to start over") from None
+    if saved != settings:
+        raise ValueError(f"{partial}: a partial run with other settings ({saved}); delete it "
+                         f"to start again")
+    atoms.set_positions(positions)
+    atoms.set_momenta(momenta)
+    rng.bit_generator.state = rng_state
+    return *frames, rng, True
 
 
 def _save_partial(partial: Path, atoms, rng, settings: dict, R, E, F) -> None:
