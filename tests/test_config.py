@@ -75,3 +75,21 @@ def test_a_yaml_list_is_a_one_line_error(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="a config is a mapping of sections"):
         load_config(tmp_path / "list.yaml", ["train.lr=1e-3"])
+
+
+def test_help_lists_every_key_and_typos_get_a_suggestion(capsys):
+    import dataclasses
+
+    from denoise3d.cli import main
+    from denoise3d.config import Config, describe
+
+    text = describe()
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(getattr(Config(), section.name)):
+            assert f"  {section.name}.{f.name}  " in text
+    assert "train.lr  float = 0.0005" in text
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "finetune.energy_head  str = 'atomwise'" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="did you mean 'train.lr'"):
+        load_config(None, ["train.lrr=1e-3"])

@@ -266,7 +266,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     for verb, fn, what in [("pretrain", cmd_pretrain, "pretrain a backbone on unlabelled structures"),
                            ("finetune", cmd_finetune, "fine-tune a property head or a force field")]:
-        s = sub.add_parser(verb, help=what)
+        from denoise3d.config import describe
+
+        s = sub.add_parser(verb, help=what, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="config keys (section.key=value; YAML values):\n" + describe())
         s.add_argument("items", nargs="*", metavar="CONFIG|key=value",
                        help="a YAML config file, then section.key=value overrides")
         s.set_defaults(fn=fn)

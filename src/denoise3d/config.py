@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -187,7 +189,9 @@ def _fill(cls, values: dict, where: str, source: str):
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"{source}: unknown key '{path}' (valid: {', '.join(names)})")
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{where + '.' if where else ''}{close[0]}'? " if close else ""
+            raise ConfigError(f"{source}: unknown key '{path}' ({hint}valid: {', '.join(names)})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _fill(tp, value, path, source)
@@ -313,3 +317,28 @@ def from_dict(tree: dict) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe() -> str:
+    """Every config key as ``section.key  type = default  description`` (the comments of this
+    module's dataclasses), for ``denoise3d <verb> --help``."""
+    source = Path(__file__).read_text()
+    lines = []
+    for section in dataclasses.fields(Config):
+        cls = section.type if isinstance(section.type, type) else typing.get_type_hints(Config)[section.name]
+        body = source[source.index(f"class {cls.__name__}"):]
+        body = body[:body.find("\n\n\n")]
+        comments, pending = {}, []
+        for line in body.splitlines()[1:]:
+            m = re.match(r"\s+(\w+): ([^=]+?)(?: = (.*?))?(?:\s+#\s*(.*))?$", line)
+            if line.strip().startswith("#"):
+                pending.append(line.strip().lstrip("# "))
+            elif m:
+                comments[m.group(1)] = (m.group(2).strip(), m.group(4) or " ".join(pending))
+                pending = []
+        defaults = to_dict(cls())
+        for f in dataclasses.fields(cls):
+            tp, text = comments.get(f.name, ("", ""))
+            lines.append(f"  {section.name}.{f.name}  {tp} = {defaults[f.name]!r}"
+                         + (f"\n      {text}" if text else ""))
+    return "\n".join(lines)
