@@ -141,6 +141,7 @@ class TrainConfig:
     nonfinite: str = "error"  # error | skip: on a non-finite loss or gradient (skips are counted in log.csv)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on CUDA (forces stay float32); CPU is fp32
     tensorboard: bool = True  # also write TensorBoard events to out/tb (if tensorboard is installed)
+    progress: bool = True  # progress bar on a terminal, plain lines otherwise; false = none
 
 
 @dataclass

@@ -7,6 +7,8 @@ are exactly those of one process over the whole split. Progress bars only on ran
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from tqdm import tqdm
 
@@ -15,7 +17,7 @@ from denoise3d.train.distributed import all_reduce_sums, current, eval_shard, ga
 
 def _bar(loader):
     return tqdm(loader, desc="evaluate", unit="batch", leave=False, mininterval=1.0,
-                disable=not current().is_main)
+                disable=not current().is_main or not sys.stderr.isatty())  # no escapes in logs
 
 
 @torch.no_grad()

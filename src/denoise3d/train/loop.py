@@ -25,6 +25,7 @@ Around that core (each in its own module):
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -58,6 +59,37 @@ def _autocast_dtype(precision: str, device: torch.device, verbose: bool) -> torc
             print(f"train.precision={precision} is for GPUs; training on {device.type} in float32")
         return None
     return dtypes[precision]
+
+
+class PlainProgress:
+    """Progress as plain lines (no cursor escapes) when stderr is not a terminal: one line per
+    5 % of the run, with the loss; the same ``update`` / ``set_postfix`` / ``write`` as tqdm."""
+
+    def __init__(self, total: int, initial: int):
+        self.total, self.n, self.every = total, initial, max(total // 20, 1)
+        self.postfix = ""
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self.n % self.every == 0 or self.n == self.total:
+            print(f"train: step {self.n}/{self.total}{self.postfix}", file=sys.stderr, flush=True)
+
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        self.postfix = "".join(f" {k}={v}" for k, v in values.items())
+
+    def write(self, text: str) -> None:
+        print(text, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, initial: int, show: bool):
+    """A tqdm bar on a terminal, plain lines otherwise, nothing when ``show`` is false."""
+    if show and not sys.stderr.isatty():
+        return PlainProgress(total, initial)
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+                mininterval=1.0, disable=not show)
 
 
 def iter_batches(loader, start: int = 0):
@@ -226,8 +258,7 @@ class Trainer:
         self._plan = None
         cfg, main = self.cfg, self.dist.is_main
         logs = self._open_logs(resumed=resumed)
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   mininterval=1.0, disable=not main)
+        bar = progress(total, self.step, main and cfg.progress)
         try:
             while self.step < total or self.batches_done > 0:  # > 0: finish a resumed epoch
                 loader.set_epoch(self.epoch)
