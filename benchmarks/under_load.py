@@ -5,7 +5,8 @@
 Each measurement is a fresh process (OpenMP settings only take effect at start-up) that runs
 the demo's 3D-EMGP pretraining step (EGNN 4 x 64, batch 32 QM9 molecules) ``--steps`` times
 after 5 warm-up steps and reports the median step time. Load: ``--busy`` single-threaded
-processes spinning in Python, started before the measurement and stopped after it. Variants:
+processes (``--load python``: spinning interpreters; ``torch``: one-thread torch matmuls, like
+the benchmark runners' training jobs), started before the measurement and stopped after it. Variants:
 
 - ``default``: torch's own thread count (the cores) and OpenMP's default (active) waiting;
 - ``passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at barriers);
@@ -27,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "one": {}, "auto": {}}
+LOADS = {"python": "while True: pass",
+         "torch": "import torch\ntorch.set_num_threads(1)\na = torch.randn(400, 400)\n"
+                  "while True: a @ a"}
 
 WORKER = r"""
 import json, statistics, sys, time
@@ -77,10 +81,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--busy", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--load", default="python", choices=list(LOADS),
+                   help="python: spinning interpreters; torch: single-threaded torch matmuls")
     args = p.parse_args()
     rows = {}
     for loaded in (False, True):
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        hogs = [subprocess.Popen([sys.executable, "-c", LOADS[args.load]])
                 for _ in range(args.busy if loaded else 0)]
         time.sleep(2 if loaded else 0)
         try:
