@@ -51,6 +51,7 @@ class DataConfig:
     top_k: int = 10  # geom: conformers of largest Boltzmann weight kept per molecule
     exclude: str | None = None  # geom: drop molecules of "qm9-test" or of a SMILES file
     add_hydrogens: bool = False  # SDF: add H with RDKit (PCQM4Mv2's SDF has heavy atoms only)
+    embed_2d: bool = False  # SDF: give a 2D record (all z = 0) one RDKit 3D conformer instead of refusing it
     # dataset "files": your labelled extxyz / xyz / ASE db / SDF file or directory (data.path);
     # see denoise3d.data.labelled for where labels are read from and how units are converted
     energy_key: str = "energy"  # per-structure energy (info / calculator results / db key / SDF tag)

@@ -183,3 +183,24 @@ def test_inputs_from_bug_reports_are_read_or_refused_in_one_line(tmp_path):
     Chem.MolToMolFile(mol, str(tmp_path / "flat.mol"))
     with pytest.raises(ValueError, match="record 0: 2D coordinates"):
         list(read_structures(tmp_path / "flat.mol"))
+
+
+def test_a_2d_molfile_is_embedded_in_3d_only_when_asked(tmp_path):
+    from rdkit import Chem
+
+    from denoise3d.config import load_config
+    from denoise3d.data.sources import load_data
+
+    writer = Chem.SDWriter(str(tmp_path / "flat.sdf"))
+    for smiles in ("CCO", "CC=O"):
+        writer.write(Chem.MolFromSmiles(smiles))  # 2D depictions
+    writer.close()
+    cfg = load_config(None, ["data.dataset=structures", f"data.path={tmp_path / 'flat.sdf'}",
+                             f"data.cache_dir={tmp_path}"]).data
+    with pytest.raises(ValueError, match="record 0: 2D coordinates.*data.embed_2d=true"):
+        load_data(cfg)
+    ds, _ = load_data(load_config(None, ["data.dataset=structures", "data.embed_2d=true",
+                                         f"data.path={tmp_path / 'flat.sdf'}",
+                                         f"data.cache_dir={tmp_path}"]).data)
+    assert ds.natoms.tolist() == [9, 7]  # hydrogens added, 3D coordinates
+    assert np.ptp(np.asarray(ds.arrays["pos"])[:, 2]) > 0.5

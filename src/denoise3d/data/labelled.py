@@ -129,7 +129,8 @@ PER_ATOM_RESULTS = {"forces", "charges", "magmoms", "energies", "stresses"}  # A
 
 
 def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
-                structures: str | None = None, id_column: str = "id") -> Iterator[LabelledStructure]:
+                structures: str | None = None, id_column: str = "id",
+                embed_2d: bool = False) -> Iterator[LabelledStructure]:
     """Every structure of one file with all its stored values (raw, file units)."""
     suffix = file_suffix(path)
     if suffix in XYZ_SUFFIXES:
@@ -155,7 +156,7 @@ def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
                 yield s
     elif suffix in SDF_SUFFIXES:
         for k, mol in read_sdf_molecules(path):
-            s = rdkit_structure(mol, f"{path}: record {k}", False)
+            s = rdkit_structure(mol, f"{path}: record {k}", False, embed_2d, seed=k)
             values = {}
             for key, v in mol.GetPropsAsDict().items():
                 try:
@@ -307,11 +308,11 @@ def labelled_files(path: str | Path) -> list[Path]:
 def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str = "forces",
                   targets: list | None = None, units: dict | None = None,
                   smiles_column: str = "smiles", conformers: int = 1,
-                  structures: str | None = None, id_column: str = "id"):
+                  structures: str | None = None, id_column: str = "id", embed_2d: bool = False):
     """``(specs, iterator of (z, pos, values, forces, name, smiles))`` over every structure of a
     labelled file or directory; values in internal units (see the module docstring)."""
     files = labelled_files(path)
-    csv_options = (smiles_column, conformers, structures, id_column)
+    csv_options = (smiles_column, conformers, structures, id_column, embed_2d)
     first = next(iter(read_frames(files[0], *csv_options)), None)
     if first is None:
         raise ValueError(f"{files[0]}: no structures")

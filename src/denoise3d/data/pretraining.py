@@ -44,6 +44,7 @@ def exclude_filter(spec: str | None):
 
 
 def load_structures(path: str | Path, cache_dir=None, add_hydrogens: bool = False,
+                    embed_2d: bool = False,
                     verbose: bool = True) -> MolecularDataset:
     """A cache directory as is, or structure files streamed into a cache (built once)."""
     from denoise3d.data import readers
@@ -53,10 +54,10 @@ def load_structures(path: str | Path, cache_dir=None, add_hydrogens: bool = Fals
     if (path / MANIFEST).is_file():
         arrays, manifest = open_cache(path)
         return MolecularDataset.from_manifest(arrays, manifest, path)
-    source = readers.structures_source(path, add_hydrogens)
+    source = readers.structures_source(path, add_hydrogens, embed_2d)
     out = _cache_path(cache_dir, "structures", source)
     arrays, manifest = stream_or_open(
-        out, source, lambda w: readers.write_structures(w, readers.read_structures(path, add_hydrogens)),
+        out, source, lambda w: readers.write_structures(w, readers.read_structures(path, add_hydrogens, embed_2d)),
         verbose=verbose, meta={"dataset": "structures", "target_names": []},
         strings=("names", "smiles"))
     return MolecularDataset.from_manifest(arrays, manifest, out)

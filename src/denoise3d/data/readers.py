@@ -154,7 +154,10 @@ def read_plain_xyz(path: Path) -> Iterator[Structure]:
     yield from out
 
 
-def rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
+def rdkit_structure(mol, where: str, add_hydrogens: bool, embed_2d: bool = False,
+                    seed: int = 0) -> Structure:
+    """A molfile record as a Structure; 2D records are refused, or with ``embed_2d`` replaced by
+    one seeded RDKit ETKDG + MMFF conformer of their molecule (hydrogens added)."""
     from rdkit import Chem
 
     if add_hydrogens:
@@ -166,9 +169,21 @@ def rdkit_structure(mol, where: str, add_hydrogens: bool) -> Structure:
     if mol.GetNumConformers() == 0:
         raise ValueError(f"{where}: no coordinates")
     if not mol.GetConformer().Is3D() and mol.GetNumAtoms() > 1:
-        raise ValueError(f"{where}: 2D coordinates (a 2D molfile, all z = 0): these models need "
-                         f"3D structures (RDKit conformers from SMILES: a CSV with "
-                         f"data.dataset=files, or `denoise3d data conformers`)")
+        if not embed_2d:
+            raise ValueError(f"{where}: 2D coordinates (a 2D molfile, all z = 0): these models "
+                             f"need 3D structures (data.embed_2d=true embeds a 3D conformer)")
+        from denoise3d.data.conformers import conformers
+
+        name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+        try:
+            smiles = Chem.MolToSmiles(mol)
+        except Exception:  # noqa: BLE001 - RDKit raises several types
+            smiles = ""
+        found = conformers(smiles, k=1, seed=seed) if smiles else []
+        if not found:
+            raise ValueError(f"{where}: 2D record that RDKit cannot embed in 3D")
+        z, pos, _ = found[0]
+        return Structure(*checked(z, pos, where), name, Chem.MolToSmiles(Chem.MolFromSmiles(smiles)))
     z = [a.GetAtomicNum() for a in mol.GetAtoms()]
     z, pos = checked(z, mol.GetConformer().GetPositions(), where)
     try:
@@ -194,10 +209,11 @@ def read_sdf_molecules(path: str | Path) -> Iterator[tuple[int, object]]:
             yield k, mol
 
 
-def read_sdf(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structure]:
+def read_sdf(path: str | Path, add_hydrogens: bool = False,
+             embed_2d: bool = False) -> Iterator[Structure]:
     """Every record of an SDF / MOL file (optionally gzipped); see the module docstring for H."""
     for k, mol in read_sdf_molecules(path):
-        yield rdkit_structure(mol, f"{path}: record {k}", add_hydrogens)
+        yield rdkit_structure(mol, f"{path}: record {k}", add_hydrogens, embed_2d, seed=k)
 
 
 def read_ase_db(path: str | Path) -> Iterator[Structure]:
@@ -212,24 +228,27 @@ def read_ase_db(path: str | Path) -> Iterator[Structure]:
             yield Structure(z, pos, str(row.get("name", row.id)), str(row.get("smiles", "")))
 
 
-def read_structures(path: str | Path, add_hydrogens: bool = False) -> Iterator[Structure]:
+def read_structures(path: str | Path, add_hydrogens: bool = False,
+                    embed_2d: bool = False) -> Iterator[Structure]:
     """Every molecule of a structure file, or of all structure files in a directory."""
     for f in structure_files(path):
         suffix = file_suffix(f)
         if suffix in XYZ_SUFFIXES:
             yield from read_xyz(f)
         elif suffix in SDF_SUFFIXES:
-            yield from read_sdf(f, add_hydrogens)
+            yield from read_sdf(f, add_hydrogens, embed_2d)
         else:
             yield from read_ase_db(f)
 
 
-def structures_source(path: str | Path, add_hydrogens: bool = False) -> dict:
+def structures_source(path: str | Path, add_hydrogens: bool = False,
+                      embed_2d: bool = False) -> dict:
     """Fingerprint of a structure file / directory and the settings that shape the cache."""
     files = structure_files(path)
     fp = fingerprint_files(files)
     return {"dataset": "structures", "path": str(Path(path).resolve()), "n_files": len(files),
             "sha1": hashlib.sha1(repr(fp).encode()).hexdigest(), "add_hydrogens": add_hydrogens,
+            **({"embed_2d": True} if embed_2d else {}),
             "hops": HOP_SETTINGS}
 
 

@@ -31,7 +31,8 @@ REPORT = {"eV": ("meV", EV_MEV), "eV/Å": ("meV/Å", EV_MEV)}  # customary repor
 class Files(Source):
     name = "files"
     keys = frozenset({"path", "energy_key", "forces_key", "targets", "units", "split_by",
-                      "fractions", "smiles_column", "conformers", "structures", "id_column"})
+                      "fractions", "smiles_column", "conformers", "structures", "id_column",
+                      "embed_2d"})
 
     def dataset(self, cfg: DataConfig):
         from denoise3d.data.dataset import MolecularDataset
@@ -47,7 +48,8 @@ class Files(Source):
         settings = {"energy_key": cfg.energy_key, "forces_key": cfg.forces_key,
                     "targets": cfg.targets, "units": dict(sorted(cfg.units.items())),
                     "smiles_column": cfg.smiles_column, "conformers": cfg.conformers,
-                    "structures": cfg.structures, "id_column": cfg.id_column}
+                    "structures": cfg.structures, "id_column": cfg.id_column,
+                    **({"embed_2d": True} if cfg.embed_2d else {})}
         if cfg.structures:  # the joined structures are part of the cache key too
             from denoise3d.data.labelled import labelled_files
             from denoise3d.data.storage import fingerprint_files
@@ -56,7 +58,7 @@ class Files(Source):
                 labelled_files(cfg.structures))).encode()).hexdigest()
         specs, records = read_labelled(cfg.path, cfg.energy_key, cfg.forces_key, cfg.targets,
                                        cfg.units, cfg.smiles_column, cfg.conformers,
-                                       cfg.structures, cfg.id_column)
+                                       cfg.structures, cfg.id_column, cfg.embed_2d)
         source = labelled_source(cfg.path, settings)
         digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
         root = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()

@@ -21,13 +21,13 @@ class Structures(Source):
     directory of them, streamed into a cache under ``data.cache_dir`` on first use."""
 
     name = "structures"
-    keys = frozenset({"path", "add_hydrogens"})
+    keys = frozenset({"path", "add_hydrogens", "embed_2d"})
 
     def read(self, cfg: DataConfig):
         from denoise3d.data.pretraining import load_structures, pretraining_split
 
         _need_path(cfg)
-        ds = load_structures(cfg.path, cfg.cache_dir, cfg.add_hydrogens)
+        ds = load_structures(cfg.path, cfg.cache_dir, cfg.add_hydrogens, cfg.embed_2d)
         return ds, pretraining_split(len(ds), cfg.split_seed)
 
 
