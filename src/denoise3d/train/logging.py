@@ -51,8 +51,26 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+UNIT_SUFFIXES = {"_meV_A": "meV/Å", "_kcal_mol_A": "kcal/mol/Å", "_meV": "meV",
+                 "_kcal_mol": "kcal/mol", "_D": "D"}
+
+
+def metric_unit(key: str) -> str:
+    """The unit a metric's name carries (``force_mae_meV_A`` -> meV/Å); "" = unitless."""
+    for suffix, unit in UNIT_SUFFIXES.items():
+        if key.endswith(suffix):
+            return unit
+    tail = key.rsplit("_mae_", 1)
+    return tail[1] if len(tail) == 2 else ""
+
+
 def plot_learning_curve(out_dir: str | Path, png_name: str = "learning_curve.png") -> Path | None:
-    """Training loss (log.csv) and validation metrics (valid.csv) against step, to a PNG."""
+    """Training loss (log.csv) and validation metrics (valid.csv) against step, to a PNG.
+
+    One panel for the losses (unitless) and one per unit of the validation metrics; a metric
+    reported in two units (kcal/mol and meV) is drawn once, in meV. Every curve has markers, so
+    a single validation point is visible; legends sit below the panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,19 +80,31 @@ def plot_learning_curve(out_dir: str | Path, png_name: str = "learning_curve.png
     train, valid = _read(out_dir / "log.csv"), _read(out_dir / "valid.csv")
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot([float(r["step"]) for r in train], [float(r["loss"]) for r in train], label="train loss")
-    for key in (valid[0] if valid else {}):
-        if key not in ("step", "epoch"):
+    keys = [k for k in (valid[0] if valid else {}) if k not in ("step", "epoch")]
+    keys = [k for k in keys if "kcal_mol" not in k or k.replace("kcal_mol", "meV") not in keys]
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault("loss" if k == "loss" else metric_unit(k), []).append(k)
+    panels = ["loss"] + [u for u in groups if u != "loss"][:3]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, unit in zip(axes[0], panels):
+        if unit == "loss":
+            ax.plot([float(r["step"]) for r in train], [float(r["loss"]) for r in train],
+                    marker=".", markersize=3, linewidth=1, label="train loss")
+        for key in groups.get(unit, []):
             ax.plot([float(r["step"]) for r in valid], [float(r[key]) for r in valid],
-                    marker="o", label=f"valid {key}")
-    ax.set_xlabel("optimiser step")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+                    marker="o", markersize=4, label=f"valid {key}")
+        values = [line.get_ydata() for line in ax.get_lines()]
+        flat = [float(v) for ys in values for v in ys if v == v]
+        if flat and min(flat) > 0 and max(flat) / min(flat) > 10:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("loss (unitless)" if unit == "loss" else f"error ({unit or 'unitless'})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     path = out_dir / png_name
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
