@@ -151,3 +151,17 @@ def test_release_pages_keeps_batches_equal(tmp_path):
     b = list(BatchLoader(ds, batch_size=8, shuffle=True, release_every=0))
     for x, y in zip(a, b):
         assert (x.pos == y.pos).all() and (x.edge_type == y.edge_type).all()
+
+
+def test_a_killed_builds_temporary_folder_is_removed_by_the_next_build(tmp_path):
+    """`denoise3d data build` writes with CacheWriter directly: its leftovers go too."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f".cache.tmp-{socket.gethostname()}-{dead.pid}-deadbeef"
+    leftover.mkdir()
+    (leftover / "pos.npy").write_bytes(b"\0" * 1000)
+    with CacheWriter(tmp_path / "cache", {"dataset": "x"}) as w:
+        w.add([8, 1, 1], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    assert not leftover.exists() and (tmp_path / "cache").is_dir()
