@@ -128,3 +128,17 @@ def test_energy_force_finetuning_starts_from_the_pretrained_energy_head(
         tuned = torch.load(out / "finetune.pt", weights_only=True)["objectives"]["energy_force"]["state"]
         equal = all(torch.equal(tuned[f"head.{k}"], v) for k, v in found[1].items())
         assert equal is same
+
+
+def test_bad_structures_at_every_entry_point_are_one_line_errors(finetuned, tmp_path, capsys):
+    """md and data xtb-md run the same structure check as data build (NaN, coinciding atoms)."""
+    (tmp_path / "nan.xyz").write_text("3\n\nO 0 0 0\nH nan 0 0\nH -0.24 0.93 0\n")
+    (tmp_path / "twice.xyz").write_text("3\n\nO 0 0 0\nH 0 0 0.01\nH -0.24 0.93 0\n")
+    cases = [(["md", str(finetuned / "finetune.pt"), str(tmp_path / "nan.xyz")], "non-finite"),
+             (["data", "xtb-md", "--structure", str(tmp_path / "twice.xyz"), "--out",
+               str(tmp_path / "t.npz"), "--frames", "2", "--quiet"], "atoms 0 and 1 coincide")]
+    for args, words in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "t.npz").exists()
