@@ -110,6 +110,14 @@ class MolecularDataset:
         np.add.at(counts, (rows, np.asarray(self.arrays["z"][atoms], dtype=np.int64)), 1)
         return counts
 
+    def compositions(self, indices=None, chunk: int = 100_000) -> np.ndarray:
+        """The distinct rows of :meth:`element_counts` over ``indices`` (m, MAX_Z + 1), computed
+        ``chunk`` structures at a time (memory bounded for millions of structures)."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        rows = [np.unique(self.element_counts(idx[k:k + chunk]), axis=0)
+                for k in range(0, len(idx), chunk)]
+        return np.unique(np.concatenate(rows), axis=0) if rows else np.zeros((0, MAX_Z + 1), np.int64)
+
     def smiles(self, i: int) -> str:
         if "smiles" not in self.arrays:
             return ""

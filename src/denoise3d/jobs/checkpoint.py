@@ -171,9 +171,8 @@ def formula(counts) -> str:
 def training_domain(ds, indices) -> dict:
     """The manifest entries of what a model was trained on: ``elements`` (atomic numbers) and
     ``compositions`` (formulas) of the training structures."""
-    counts = ds.element_counts(indices)
-    rows = np.unique(counts, axis=0)
-    return {"elements": [int(z) for z in np.flatnonzero(counts.sum(axis=0))],
+    rows = ds.compositions(indices)  # distinct element counts
+    return {"elements": [int(z) for z in np.flatnonzero(rows.sum(axis=0))],
             "compositions": sorted(formula(r) for r in rows)}
 
 
@@ -198,7 +197,8 @@ class Domain:
         return cls(elements, frozenset(d.get("compositions", ())), allow_unseen)
 
     def check(self, counts: np.ndarray, where: str) -> None:
-        """``counts`` (n, MAX_Z + 1) element counts of the structures about to be predicted."""
+        """``counts`` (n, MAX_Z + 1): the element counts of the structures about to be predicted
+        (or only their distinct rows)."""
         from denoise3d.data.elements import SYMBOLS
 
         if self.elements is None:

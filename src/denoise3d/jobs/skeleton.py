@@ -196,7 +196,7 @@ def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
         if split_name not in split:
             raise ValueError(f"unknown split {split_name!r}; choose from {', '.join(split)}")
         indices = split[split_name]
-    checkpoint.Domain.of(ckpt, allow_unseen).check(ds.element_counts(indices),
+    checkpoint.Domain.of(ckpt, allow_unseen).check(ds.compositions(indices),
                                                    cfg.data.path or cfg.data.dataset)
     device = resolve_device(cfg.train.device)
     for model in models:
