@@ -87,4 +87,10 @@ def test_environment_failures_are_one_line_errors(qm9_cache, tmp_path, monkeypat
     (tmp_path / "cache" / "manifest.json").write_text("{broken")
     assert main(["pretrain", "configs/pretrain/emgp_cpu.yaml", "data.dataset=structures",
                  f"data.path={tmp_path / 'cache'}", f"train.out={tmp_path / 'x'}"]) == 2
-    assert capsys.readouterr().err.startswith("denoise3d: error: not a usable cache")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"denoise3d: error: {tmp_path / 'cache'}: not a usable cache (")
+    (tmp_path / "afile").write_text("x")
+    assert main(["finetune", "configs/finetune/qm9_cpu.yaml", *TINY, f"data.cache_dir={qm9_cache}",
+                 "data.max_train=32", f"train.out={tmp_path / 'afile'}"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"train.out={tmp_path / 'afile'} is a file, "
+                                                    f"not a folder")

@@ -128,3 +128,11 @@ def test_skip_mode_that_skipped_every_step_is_an_error(qm9_cache, tmp_path):
     with pytest.raises(FloatingPointError, match="every one of the 2 steps had a non-finite"):
         run(cfg, build)
     assert not (tmp_path / "finetune.pt").exists()
+
+
+def test_zero_step_pretraining_is_refused_and_says_nothing_was_saved(qm9_cache, tmp_path, capsys):
+    assert main(["pretrain", "configs/pretrain/emgp_cpu.yaml", "model.hidden=16", "model.layers=2",
+                 f"data.cache_dir={qm9_cache}", "data.max_train=32", "data.max_valid=16",
+                 "data.batch_size=8", "train.max_steps=0", f"train.out={tmp_path / 'p'}"]) == 2
+    assert "train.max_steps=0: pretraining would take no step" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

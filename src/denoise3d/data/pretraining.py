@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise3d.data.dataset import MolecularDataset
-from denoise3d.data.storage import MANIFEST, default_cache_dir, open_cache
+from denoise3d.data.storage import MANIFEST, CacheInvalid, default_cache_dir, open_cache
 
 VALID_FRACTION = 0.05
 
@@ -52,7 +52,10 @@ def load_structures(path: str | Path, cache_dir=None, add_hydrogens: bool = Fals
 
     path = Path(path)
     if (path / MANIFEST).is_file():
-        arrays, manifest = open_cache(path)
+        try:
+            arrays, manifest = open_cache(path)
+        except CacheInvalid as why:
+            raise ValueError(f"{path}: not a usable cache ({why})") from None
         return MolecularDataset.from_manifest(arrays, manifest, path)
     source = readers.structures_source(path, add_hydrogens, embed_2d)
     out = _cache_path(cache_dir, "structures", source)

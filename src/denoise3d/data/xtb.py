@@ -94,10 +94,19 @@ def atoms_from_file(path: str | Path, frame: int = 0):
             raise ValueError(f"{path.name}: frame {frame} out of range (0..{len(offset) - 2})")
         a, b = offset[frame], offset[frame + 1]
         return Atoms(numbers=arrays["z"][a:b].astype(int), positions=arrays["pos"][a:b])
+    from denoise3d.data.readers import SUFFIXES, file_suffix, read_structures
+
+    if file_suffix(path) in SUFFIXES:  # our readers: the same checks and frame names as data
+        for k, s in enumerate(read_structures(path)):
+            if k == frame:
+                return Atoms(numbers=s.z, positions=s.pos)
+        raise ValueError(f"{path.name}: frame {frame} out of range (the file has {k + 1})")
     import ase.io
 
     try:
         atoms = ase.io.read(path, index=frame)
+    except (StopIteration, IndexError):
+        raise ValueError(f"{path.name}: frame {frame} out of range") from None
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds; report them in one line
         raise ValueError(f"{path.name}: not a structure file ASE can read "
                          f"({type(e).__name__}: {e})") from None

@@ -116,6 +116,8 @@ def output_folder(out: Path, take: bool = True):
     if not take:
         yield
         return
+    if Path(out).exists() and not Path(out).is_dir():
+        raise FolderBusy(f"train.out={out} is a file, not a folder")
     lock = Path(out) / LOCK_NAME
     other = claim(lock)
     if other is not None and other != os.getpid():

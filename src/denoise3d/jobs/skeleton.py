@@ -73,6 +73,8 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     if len(train) == 0 and cfg.train.max_steps != 0:
         raise ConfigError(f"no training batch: {len(job.split['train'])} training structures and "
                           f"data.batch_size={cfg.data.batch_size} (a partial last batch is dropped)")
+    if cfg.train.max_steps == 0 and job.finish is None:
+        raise ConfigError("train.max_steps=0: pretraining would take no step and save nothing")
     check_resume(cfg, out)
     trainer.start(train)  # lr schedule, train.resume's state: reads only
     main = trainer.dist.is_main
@@ -85,11 +87,13 @@ def run(cfg: Config, build: Callable[[Config], Job]):
                   + (f"; {trainer.dist.world_size} processes" if trainer.dist.enabled else ""))
         kept = _train(cfg, job, trainer, train, valid, out)
         if job.finish is None:
-            if main:
+            if main and (out / job.checkpoint_name).is_file():
                 print(f"saved {out / job.checkpoint_name}")
             return out / job.checkpoint_name
         test = loader(job.dataset, job.split["test"], cfg.data, train=False)
         metrics, line = job.finish(trainer, test, kept)
+        if trainer.step == 0:  # train.max_steps=0: an evaluation of the starting weights
+            line += "\nnote: train.max_steps=0: no training step; these are the starting weights"
         _save(cfg, job, trainer, out, metrics, kept["state"], kept["raw"])
         if main:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
