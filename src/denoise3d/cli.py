@@ -101,7 +101,7 @@ def cmd_data_xtb_md(args) -> None:
         raise ValueError("data xtb-md needs --out FILE.npz and one of --smiles / --structure "
                          "(or --benchmark-set)")
     path = xtb.generate_trajectory(args.out, smiles=args.smiles, structure=args.structure,
-                                   name=args.name, **common, **options)
+                                   name=args.name, frame=args.frame, **common, **options)
     print(path)
 
 
@@ -144,6 +144,8 @@ def _add_force_field_verbs(sub):
     s = data.add_parser("xtb-md", help="an MD17-style trajectory labelled with GFN2-xTB (tblite)")
     s.add_argument("--smiles")
     s.add_argument("--structure", help="a structure file (xyz, sdf, ... or MD17 .npz)")
+    s.add_argument("--frame", type=int, default=0,
+                   help="which structure of a multi-frame --structure file (frames count from 0)")
     s.add_argument("--out", help="output .npz (MD17 layout)")
     s.add_argument("--name", help="molecule name stored in the file")
     s.add_argument("--benchmark-set", action="store_true",
@@ -165,7 +167,8 @@ def _add_force_field_verbs(sub):
     s = sub.add_parser("md", help="run MD with a fine-tuned force field, write extxyz")
     s.add_argument("checkpoint")
     s.add_argument("structure", help="starting structure (xyz, sdf, ... or MD17 .npz)")
-    s.add_argument("--frame", type=int, default=0, help="frame of a multi-frame structure file")
+    s.add_argument("--frame", type=int, default=0,
+                   help="frame of a multi-frame structure file (frames count from 0)")
     s.add_argument("--out", default="md.extxyz")
     s.add_argument("--steps", type=int, default=1000)
     s.add_argument("--timestep", type=float, default=0.5, help="fs")

@@ -177,11 +177,12 @@ def generate_trajectory(out: str | Path, smiles: str | None = None,
                         temperature: float = 500.0, timestep: float = 0.5, interval: int = 1,
                         frames: int = 20_000, equilibrate: int = 2000, friction: float = 0.01,
                         seed: int = 0, relax: bool = True, checkpoint_every: int = 1000,
-                        progress: bool = True) -> Path:
+                        progress: bool = True, frame: int = 0) -> Path:
     """Run xTB Langevin MD and write an MD17-layout ``.npz`` to ``out``; returns its path.
 
     ``temperature`` K, ``timestep`` fs, ``friction`` fs⁻¹, ``interval`` MD steps between frames,
-    ``equilibrate`` MD steps discarded before the first frame. See the module docstring.
+    ``equilibrate`` MD steps discarded before the first frame; ``frame``: which structure of a
+    multi-frame ``structure`` file starts the run (0 = the first). See the module docstring.
     """
     _require("ase")
     from ase import units
@@ -197,7 +198,7 @@ def generate_trajectory(out: str | Path, smiles: str | None = None,
         raise ValueError(f"need frames >= 1, interval >= 1, equilibrate >= 0, timestep > 0, "
                          f"temperature > 0; got {frames}, {interval}, {equilibrate}, {timestep}, "
                          f"{temperature}")
-    atoms = atoms_from_smiles(smiles, seed) if smiles else atoms_from_file(structure)
+    atoms = atoms_from_smiles(smiles, seed) if smiles else atoms_from_file(structure, frame)
     source = {"smiles": smiles} if smiles else {"structure": Path(structure).name}
     settings = {**source, "temperature_K": temperature, "timestep_fs": timestep,
                 "interval_steps": interval, "frames": frames, "equilibration_steps": equilibrate,
