@@ -113,6 +113,9 @@ class FinetuneConfig:
     # mix of molecules); mlp_of_sum: E = std · MLP(Σ_i h_i) + mean (the pretraining objectives'
     # energy model, which init_energy_head can start from; the head of results before 2026-12)
     energy_head: str = "atomwise"
+    # train the head(s) only, the backbone's weights fixed (Zaidi et al. §5.4: how useful are the
+    # pretrained features as they are?)
+    freeze_backbone: bool = False
     e0: dict | None = None  # atomwise: {element: eV} reference energies (None = least squares)
 
 

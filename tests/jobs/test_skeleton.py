@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,18 @@ def test_zero_step_pretraining_is_refused_and_says_nothing_was_saved(qm9_cache, 
                  "data.batch_size=8", "train.max_steps=0", f"train.out={tmp_path / 'p'}"]) == 2
     assert "train.max_steps=0: pretraining would take no step" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_a_frozen_backbone_keeps_its_weights_and_the_head_learns(qm9_cache, tmp_path):
+    metrics = run(load_config(TINY[0], [*TINY[1:], f"data.cache_dir={qm9_cache}",
+                                        "finetune.freeze_backbone=true", "finetune.init="
+                                        "pretrained:qm9-egnn-4x64-denoise", "model.hidden=64",
+                                        "model.layers=4", f"train.out={tmp_path}"]),
+                  property_task.build)
+    from denoise3d import pretrained
+
+    start = torch.load(pretrained.resolve("pretrained:qm9-egnn-4x64-denoise"), weights_only=True)
+    end = torch.load(tmp_path / "finetune.pt", weights_only=True)
+    for k, v in start["backbone"]["state"].items():
+        assert torch.equal(end["backbone"]["state"][k], v), k
+    assert metrics["steps"] == 2 and np.isfinite(metrics["test_mae"])

@@ -152,11 +152,13 @@ def load(path: str | Path, kind: str | None = None, overrides: list[str] = ()) -
 
 def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
     """The backbone a fine-tuning run starts from, and the checkpoint it came from: the weights
-    of ``finetune.init`` (a pretrain checkpoint path, or ``pretrained:NAME``), or a fresh one."""
-    if not cfg.finetune.init:
-        return backbone_from_config(cfg.model), None
-    ckpt = load(cfg.finetune.init, kind="pretrain")
-    return ckpt.backbone(cfg.model), ckpt
+    of ``finetune.init`` (a pretrain checkpoint path, or ``pretrained:NAME``), or a fresh one;
+    with ``finetune.freeze_backbone`` its weights are not trained (forces still flow through it)."""
+    ckpt = load(cfg.finetune.init, kind="pretrain") if cfg.finetune.init else None
+    backbone = backbone_from_config(cfg.model) if ckpt is None else ckpt.backbone(cfg.model)
+    if cfg.finetune.freeze_backbone:
+        backbone.requires_grad_(False)
+    return backbone, ckpt
 
 
 def formula(counts) -> str:
