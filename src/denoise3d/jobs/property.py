@@ -125,14 +125,15 @@ def build(cfg: Config) -> Job:
         lines = [f"test {key_of(labels[n])} = {errors[n] * labels[n].report_factor:.3f}"
                  for n in heads]
         line = "; ".join(lines) + f" (best validation epoch {kept['epoch']})"
-        for n in heads if len(split["test"]) else ():
-            label = labels[n]
+        if not len(split["test"]):
+            return metrics, line
+        for n, label in labels.items():
             trivial = baseline(ds, split["train"], split["test"], label) * label.report_factor
             metrics["baseline_test_mae" if not several else f"baseline_{key_of(label)}"] = trivial
             if errors[n] * label.report_factor >= trivial:
+                refs = " plus atom references" if label.reference is not None else ""
                 line += (f"\nwarning: the test MAE of {n} does not beat the trivial baseline (the "
-                         f"training mean{' plus atom references' if label.reference is not None else ''}"
-                         f": {trivial:.3f} {label.report_unit})")
+                         f"training mean{refs}: {trivial:.3f} {label.report_unit})")
         return metrics, line
 
     init = cfg.finetune.init
