@@ -85,8 +85,10 @@ def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cac
     assert [proc.returncode for proc in procs] == [0, 0], outs
     assert sum(out.count(" start  ") for out in outs) == 4, outs
     first = outs[0]
-    row = next(ln for ln in first.splitlines() if ln.startswith("| homo-1k"))
+    row = next(ln for ln in first.splitlines() if ln.startswith("| homo-1k | egnn |"))
     assert row.count("±") == 2 and "(n=2)" in row and "%)" in row
+    best = next(ln for ln in first.splitlines() if ln.startswith("| homo-1k | MAE"))
+    assert "(egnn)" in best and "(egnn, 3D-EMGP)" in best and best.endswith("% |")
     again = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "4 of 4 runs already finished" in again and row in again
 
@@ -128,6 +130,28 @@ def test_benefit_pretraining_seeds_get_their_own_starts():
     assert run.starts(args) == [("scratch", "scratch", 0), ("emgp", "emgp", 0), ("emgp-p1", "emgp", 1),
                                 ("denoise", "denoise", 0), ("denoise-p1", "denoise", 1)]
     assert run.label_name("denoise-p1") == "denoising (pretraining seed 1)"
+
+
+def test_benefit_backbone_axis_plans_one_pretraining_per_backbone_and_start(tmp_path):
+    """--backbones: stage 1 per (backbone, method), stage 2 per (cell, seed, backbone, start),
+    each with model.backbone set and its own folder; a given checkpoint replaces its stage 1."""
+    run = _benefit_runner()
+    args = run.argparse.Namespace(
+        out=str(tmp_path), inits=["scratch", "denoise"], pretrain_seeds=[0], cells=["homo-1k"],
+        seeds=[0], backbones=["egnn", "painn"], md17_dir=str(tmp_path), set=[],
+        checkpoint=[(("egnn", "denoise"), "pretrained:qm9-egnn-4x64-denoise")])
+    tasks = {t.name: t for t in run.plan(args)}
+    assert sorted(tasks) == ["homo-1k egnn denoise seed 0", "homo-1k egnn scratch seed 0",
+                             "homo-1k painn denoise seed 0", "homo-1k painn scratch seed 0",
+                             "pretrain painn denoise"]
+    pre = tasks["pretrain painn denoise"]
+    assert "model.backbone=painn" in pre.argv and pre.out == tmp_path / "pretrain" / "painn" / "denoise"
+    ft = tasks["homo-1k painn denoise seed 0"]
+    assert ft.needs == ["pretrain painn denoise"] and "model.backbone=painn" in ft.argv
+    assert f"finetune.init={pre.out / 'pretrain.pt'}" in ft.argv
+    assert "finetune.init=pretrained:qm9-egnn-4x64-denoise" in tasks["homo-1k egnn denoise seed 0"].argv
+    with pytest.raises(SystemExit):
+        run.main(["--backbones", "egnn,mace", "--report", "--out", str(tmp_path)])
 
 
 def test_benefit_runs_are_locked_against_a_second_invocation(tmp_path):

@@ -7,7 +7,12 @@ budgets and seeds, on
   * QM9 HOMO, LUMO and gap with 1,000 and 10,000 labels (test: the standard test split), and
   * GFN2-xTB trajectories of aspirin, ethanol and malonaldehyde with 1,000 training frames
     (scripts/make_md17_xtb.sh makes them; energy and force MAE on 2,000 test frames).
-Stage 3 prints the table (mean ± std over seeds, and the change against scratch).
+Stage 3 prints the table (mean ± std over seeds, and the change against scratch), headed by the
+best pretrained start against the best scratch run of each cell, over every backbone run.
+
+``--backbones`` adds the backbone axis: each of EGNN, SchNet, PaiNN and TorchMD-ET is pretrained
+and fine-tuned at the configs' size (4 layers x 64; the radius backbones with their own defaults
+otherwise, cutoff 5 Å), with the same steps, batch size and seeds.
 
 Every run is a ``denoise3d`` CLI call with its own output folder under --out. A finished run
 (metrics.json, or DONE for pretraining) is never redone; an interrupted one continues from its
@@ -24,6 +29,8 @@ second invocation waits for it instead of starting it again.
     python benchmarks/pretraining_benefit/run.py --cells toluene,uracil --md17-dir rmd17/npz_data
     # is the gain robust to the pretraining seed? (a second stage 1 per method)
     python benchmarks/pretraining_benefit/run.py --pretrain-seeds 0,1 --cells homo-1k
+    # the strongest backbones too, each pretrained both ways
+    python benchmarks/pretraining_benefit/run.py --backbones egnn,schnet,painn,torchmd_et
     # fine-tuning stage only, from the shipped checkpoint instead of stage 1's:
     python benchmarks/pretraining_benefit/run.py --inits scratch,emgp \
         --checkpoint emgp=pretrained:qm9-egnn-4x64-emgp --out runs/benefit_shipped
@@ -46,6 +53,9 @@ from denoise3d.jobs import lock
 HERE = Path(__file__).resolve().parent
 PRETRAIN = {"emgp": HERE / "pretrain_emgp.yaml", "denoise": HERE / "pretrain_denoise.yaml"}
 INIT_NAMES = {"scratch": "scratch", "emgp": "3D-EMGP", "denoise": "denoising"}
+# The backbone axis: every backbone at the CPU size of the EGNN runs (the configs' 4 layers x 64;
+# radius backbones with their own defaults otherwise: cutoff 5 Å, their paper's RBF count).
+BACKBONES = ("egnn", "schnet", "painn", "torchmd_et")
 MD17_DIR = Path(os.environ.get("DENOISE3D_CACHE", Path.home() / ".cache" / "denoise3d")) / "md17_xtb"
 
 
@@ -130,32 +140,39 @@ def label_name(label: str) -> str:
 
 
 def plan(args) -> list[Task]:
+    """Every run: stage 1 per (backbone, pretrained start), stage 2 per (cell, seed, backbone,
+    start). Folders: ``pretrain/BACKBONE/LABEL`` and ``finetune/CELL/BACKBONE/LABEL/seedN``."""
     out = Path(args.out)
     given, all_starts = dict(args.checkpoint), starts(args)
     tasks, checkpoints = [], dict(given)
-    for label, init, ps in all_starts:
-        if init == "scratch" or label in given:
-            continue
-        run = out / "pretrain" / label
-        seed = [f"train.seed={ps}"] if ps else []
-        tasks.append(Task(f"pretrain {label}", run,
-                          ["pretrain", str(PRETRAIN[init]), f"train.out={run}", *seed, *args.set],
-                          "DONE"))
-        checkpoints[label] = run / "pretrain.pt"
+    for backbone in args.backbones:
+        model = [f"model.backbone={backbone}"]
+        for label, init, ps in all_starts:
+            if init == "scratch" or (backbone, label) in given:
+                continue
+            run = out / "pretrain" / backbone / label
+            seed = [f"train.seed={ps}"] if ps else []
+            tasks.append(Task(f"pretrain {backbone} {label}", run,
+                              ["pretrain", str(PRETRAIN[init]), f"train.out={run}", *model, *seed,
+                               *args.set], "DONE"))
+            checkpoints[backbone, label] = run / "pretrain.pt"
     for cell in args.cells:
         config, overrides = cell_spec(cell, Path(args.md17_dir))
         trajectory_file = [Path(overrides["data.path"])] if "data.path" in overrides else []
         for seed in args.seeds:
-            for label, init, _ in all_starts:
-                run = out / "finetune" / cell / label / f"seed{seed}"
-                sets = {**overrides, "train.seed": seed, "train.out": run}
-                if init != "scratch":
-                    sets["finetune.init"] = checkpoints[label]
-                needs = [] if init == "scratch" or label in given else [f"pretrain {label}"]
-                tasks.append(Task(f"{cell} {label} seed {seed}", run,
-                                  ["finetune", str(HERE / config), *(f"{k}={v}" for k, v in sets.items()),
-                                   *args.set],
-                                  "metrics.json", needs, trajectory_file))
+            for backbone in args.backbones:
+                for label, init, _ in all_starts:
+                    run = out / "finetune" / cell / backbone / label / f"seed{seed}"
+                    sets = {**overrides, "model.backbone": backbone, "train.seed": seed,
+                            "train.out": run}
+                    if init != "scratch":
+                        sets["finetune.init"] = checkpoints[backbone, label]
+                    needs = ([] if init == "scratch" or (backbone, label) in given
+                             else [f"pretrain {backbone} {label}"])
+                    tasks.append(Task(f"{cell} {backbone} {label} seed {seed}", run,
+                                      ["finetune", str(HERE / config),
+                                       *(f"{k}={v}" for k, v in sets.items()), *args.set],
+                                      "metrics.json", needs, trajectory_file))
     return tasks
 
 
@@ -254,35 +271,62 @@ def _stat(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" + ("" if len(values) >= 3 else f" (n={len(values)})")
 
 
+def _metrics(cell: str, md17_dir: Path) -> list[tuple[str, str, str]]:
+    """(row name, metrics.json key, unit) of a cell's rows."""
+    if "data.path" in cell_spec(cell, md17_dir)[1]:
+        return [("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
+                ("energy", "test_energy_mae_kcal_mol", "kcal/mol")]
+    return [("MAE", "test_mae", "meV")]
+
+
+def results(args, cell: str, backbone: str, key: str) -> tuple[dict[str, list[float]], list[float]]:
+    """({start label: test values of its finished seeds}, wall minutes of those runs)."""
+    values, minutes = {}, []
+    for label, _, _ in starts(args):
+        done = [p for p in sorted((Path(args.out) / "finetune" / cell / backbone / label)
+                                  .glob("seed*/metrics.json")) if int(p.parent.name[4:]) in args.seeds]
+        values[label] = [json.loads(p.read_text())[key] for p in done]
+        # a run's wall time: config.yaml is written at its start, metrics.json at its end
+        minutes += [(p.stat().st_mtime - (p.parent / "config.yaml").stat().st_mtime) / 60
+                    for p in done]
+    return values, minutes
+
+
 def report(args) -> str:
-    """A markdown table: mean ± std over finished seeds, and each start's change vs scratch."""
-    out = Path(args.out)
-    rows, labels = [], [label for label, _, _ in starts(args)]
+    """Markdown: the headline (best pretrained against best scratch per cell and metric, best =
+    lowest mean over finished seeds, any backbone), then mean ± std per backbone and start with
+    each start's change against that backbone's scratch."""
+    labels = [label for label, _, _ in starts(args)]
+    md17_dir = Path(args.md17_dir)
+    head = ["| cell | test MAE | best scratch | best pretrained | change |", "|---|---|---|---|---|"]
+    rows = ["| cell | backbone | test MAE | " + " | ".join(map(label_name, labels)) + " | min/run |",
+            "|---|---|---|" + "---|" * len(labels) + "---|"]
     for cell in args.cells:
-        md17 = "data.path" in cell_spec(cell, Path(args.md17_dir))[1]
-        for metric, key, unit in ([("force", "test_force_mae_kcal_mol_A", "kcal/mol/Å"),
-                                   ("energy", "test_energy_mae_kcal_mol", "kcal/mol")] if md17
-                                  else [("MAE", "test_mae", "meV")]):
-            values, minutes = {}, []
-            for label in labels:
-                done = [p for p in sorted((out / "finetune" / cell / label).glob("seed*/metrics.json"))
-                        if int(p.parent.name[4:]) in args.seeds]
-                values[label] = [json.loads(p.read_text())[key] for p in done]
-                # a run's wall time: config.yaml is written at its start, metrics.json at its end
-                minutes += [(p.stat().st_mtime - (p.parent / "config.yaml").stat().st_mtime) / 60
-                            for p in done]
-            base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
-            cols = []
-            for label in labels:
-                text = _stat(values[label])
-                if label != "scratch" and base and values[label]:
-                    text += f" ({100 * (statistics.fmean(values[label]) / base - 1):+.0f} %)"
-                cols.append(text)
-            wall = f"{statistics.fmean(minutes):.1f}" if minutes and metric != "energy" else ""
-            rows.append(f"| {cell} | {metric} ({unit}) | " + " | ".join(cols) + f" | {wall} |")
-    head = "| cell | test MAE | " + " | ".join(map(label_name, labels)) + " | min/run |"
-    sep = "|---|---|" + "---|" * len(labels) + "---|"
-    return "\n".join([head, sep, *rows])
+        for metric, key, unit in _metrics(cell, md17_dir):
+            best = {"scratch": None, "pretrained": None}  # (mean, backbone, label)
+            for backbone in args.backbones:
+                values, minutes = results(args, cell, backbone, key)
+                base = statistics.fmean(values["scratch"]) if values.get("scratch") else None
+                cols = []
+                for label in labels:
+                    text = _stat(values[label])
+                    if values[label]:
+                        mean = statistics.fmean(values[label])
+                        kind = "scratch" if label == "scratch" else "pretrained"
+                        if best[kind] is None or mean < best[kind][0]:
+                            best[kind] = (mean, backbone, label)
+                        if label != "scratch" and base:
+                            text += f" ({100 * (mean / base - 1):+.0f} %)"
+                    cols.append(text)
+                wall = f"{statistics.fmean(minutes):.1f}" if minutes and metric != "energy" else ""
+                rows.append(f"| {cell} | {backbone} | {metric} ({unit}) | " + " | ".join(cols)
+                            + f" | {wall} |")
+            s, p = best["scratch"], best["pretrained"]
+            if s and p:
+                head.append(f"| {cell} | {metric} ({unit}) | {s[0]:.2f} ({s[1]}) | {p[0]:.2f} "
+                            f"({p[1]}, {label_name(p[2])}) | {100 * (p[0] / s[0] - 1):+.0f} % |")
+    return "\n".join(["Best pretrained against best scratch (any backbone):", "", *head, "",
+                      "Every backbone:", "", *rows])
 
 
 def main(argv=None) -> None:
@@ -292,6 +336,9 @@ def main(argv=None) -> None:
                    help=f"comma list of cells: TARGET-Nk (QM9, N,000 labels) or a molecule with a "
                         f"trajectory in --md17-dir, optionally -Eep for E epochs "
                         f"(default: {','.join(CELLS)})")
+    p.add_argument("--backbones", default="egnn",
+                   help=f"comma list of backbones, each pretrained and fine-tuned at the configs' "
+                        f"size ({', '.join(BACKBONES)}; default egnn)")
     p.add_argument("--inits", default="scratch,emgp,denoise", help="comma list of scratch, emgp, denoise")
     p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds (comma list)")
     p.add_argument("--pretrain-seeds", default="0",
@@ -300,15 +347,20 @@ def main(argv=None) -> None:
                    help="folder of the trajectories: NAME.npz (scripts/make_md17_xtb.sh), or the "
                         "real md17_NAME.npz / rmd17_NAME.npz")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="INIT=PATH",
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[BACKBONE:]INIT=PATH",
                    help="use this pretrained checkpoint (a path or pretrained:NAME) instead of "
-                        "stage 1's for INIT, e.g. emgp=pretrained:qm9-egnn-4x64-emgp")
+                        "stage 1's for INIT of BACKBONE (default egnn), e.g. "
+                        "emgp=pretrained:qm9-egnn-4x64-emgp")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra config override for every run (smoke tests: train.max_steps=5)")
     p.add_argument("--report", action="store_true", help="only print the table of finished runs")
     args = p.parse_args(argv)
     args.cells = [c for c in args.cells.split(",") if c]
     args.inits = [i for i in args.inits.split(",") if i]
+    args.backbones = [b for b in args.backbones.split(",") if b]
+    if not args.backbones or any(b not in BACKBONES for b in args.backbones):
+        p.error(f"--backbones takes a comma list of {', '.join(BACKBONES)}, got "
+                f"{','.join(args.backbones) or 'nothing'}")
     for flag in ("seeds", "pretrain_seeds"):
         try:
             setattr(args, flag, [int(s) for s in getattr(args, flag).split(",") if s])
@@ -324,9 +376,15 @@ def main(argv=None) -> None:
             p.error(str(e))
     if "scratch" not in args.inits:
         p.error("--inits must include scratch (the baseline)")
-    args.checkpoint = [tuple(c.split("=", 1)) for c in args.checkpoint]
-    if any(len(c) != 2 or c[0] not in PRETRAIN for c in args.checkpoint):
-        p.error("--checkpoint takes INIT=PATH with INIT one of emgp, denoise")
+    given = []
+    for text in args.checkpoint:
+        start, _, path = text.partition("=")
+        backbone, _, init = start.rpartition(":")
+        if not path or init not in PRETRAIN or (backbone or "egnn") not in BACKBONES:
+            p.error(f"--checkpoint takes [BACKBONE:]INIT=PATH with INIT one of "
+                    f"{', '.join(PRETRAIN)}, got {text!r}")
+        given.append(((backbone or "egnn", init), path))
+    args.checkpoint = given
     if args.checkpoint and args.pretrain_seeds != [0]:
         p.error("--checkpoint replaces stage 1, so it takes no --pretrain-seeds")
     if not args.report:
