@@ -76,7 +76,7 @@ def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cac
     name = "qm9-egnn-4x64-emgp"
     cmd = [sys.executable, "benchmarks/pretraining_benefit/run.py", "--out", str(tmp_path),
            "--cells", "homo-1k", "--seeds", "0,1", "--inits", "scratch,emgp",
-           "--checkpoint", f"emgp=pretrained:{name}", "--set", f"data.cache_dir={qm9_cache}",
+           "--checkpoint", f"emgp=pretrained:{name}", "--egnn-num-rbf", "0", "--set", f"data.cache_dir={qm9_cache}",
            "--set", "train.max_steps=2", "--set", "data.max_valid=32", "--set", "data.max_test=32"]
     # two invocations at once share the work: every run starts exactly once
     procs = [subprocess.Popen(cmd + ["--jobs", "1"], stdout=subprocess.PIPE, text=True)
@@ -138,7 +138,7 @@ def test_benefit_backbone_axis_plans_one_pretraining_per_backbone_and_start(tmp_
     run = _benefit_runner()
     args = run.argparse.Namespace(
         out=str(tmp_path), inits=["scratch", "denoise"], pretrain_seeds=[0], cells=["homo-1k"],
-        seeds=[0], backbones=["egnn", "painn"], md17_dir=str(tmp_path), set=[],
+        seeds=[0], backbones=["egnn", "painn"], md17_dir=str(tmp_path), set=[], egnn_num_rbf=50,
         checkpoint=[(("egnn", "denoise"), "pretrained:qm9-egnn-4x64-denoise")])
     tasks = {t.name: t for t in run.plan(args)}
     assert sorted(tasks) == ["homo-1k egnn denoise seed 0", "homo-1k egnn scratch seed 0",
@@ -149,7 +149,9 @@ def test_benefit_backbone_axis_plans_one_pretraining_per_backbone_and_start(tmp_
     ft = tasks["homo-1k painn denoise seed 0"]
     assert ft.needs == ["pretrain painn denoise"] and "model.backbone=painn" in ft.argv
     assert f"finetune.init={pre.out / 'pretrain.pt'}" in ft.argv
-    assert "finetune.init=pretrained:qm9-egnn-4x64-denoise" in tasks["homo-1k egnn denoise seed 0"].argv
+    egnn = tasks["homo-1k egnn denoise seed 0"].argv
+    assert "finetune.init=pretrained:qm9-egnn-4x64-denoise" in egnn and "model.num_rbf=50" in egnn
+    assert not any("num_rbf" in a for a in pre.argv + ft.argv)
     with pytest.raises(SystemExit):
         run.main(["--backbones", "egnn,mace", "--report", "--out", str(tmp_path)])
 

@@ -81,8 +81,9 @@ def test_model_kwargs_pass_only_the_settings_that_are_set():
     assert model.cutoff == 4.0 and model.attention[0].heads == 4
     with pytest.raises(ConfigError, match="num_heads=4 is not a setting of backbone 'schnet'"):
         model_kwargs(ModelConfig(backbone="schnet", num_heads=4))
-    with pytest.raises(ConfigError, match="model.cutoff=5.0 is not a setting of backbone 'egnn'"):
-        model_kwargs(ModelConfig(cutoff=5.0))
+    with pytest.raises(ConfigError, match="model.num_heads=4 is not a setting of backbone 'egnn'"):
+        model_kwargs(ModelConfig(num_heads=4))
+    assert model_kwargs(ModelConfig(num_rbf=50)) == {"hidden": 128, "layers": 7, "num_rbf": 50}
     with pytest.raises(ConfigError, match="unknown model.backbone 'nope'"):
         model_kwargs(ModelConfig(backbone="nope"))
 

@@ -16,6 +16,11 @@ class TestEGNNPhysics(BackbonePhysicsTests):
         return EGNN(hidden=32, layers=3)
 
 
+class TestEGNNWithRadialBasisPhysics(BackbonePhysicsTests):
+    def make_backbone(self):
+        return EGNN(hidden=32, layers=3, num_rbf=16, cutoff=5.0)
+
+
 def test_factorised_edge_layer_equals_concatenation():
     """(h W_iᵀ)[i] + (h W_jᵀ)[j] + (W_tᵀ + b)[e] + d² w_dᵀ == W [h_i, h_j, d², onehot(e)] + b."""
     torch.manual_seed(0)
@@ -33,9 +38,31 @@ def test_factorised_model_equals_reference_model():
     """Whole model in float64: features, energies, forces (first backward) and the parameter
     gradients of a force loss (double backward through the in-place gathers)."""
     torch.manual_seed(0)
-    model, head = EGNN(hidden=32, layers=3).double(), EnergyHead(32).double()
+    for kwargs in ({}, {"num_rbf": 16}):
+        model, head = EGNN(hidden=32, layers=3, **kwargs).double(), EnergyHead(32).double()
+        assert_factorised_matches_reference(model, head, molecule_batch())
+
+
+def test_radial_basis_is_added_beside_d2():
+    """num_rbf = K: the edge input is [h_i, h_j, d², rbf_K(d), onehot]; the d² column and the
+    basis both reach the messages, and num_rbf = 0 keeps the official (checkpoint) layout."""
+    torch.manual_seed(0)
+    model = EGNN(hidden=8, layers=1, num_rbf=10, cutoff=4.0).double()
+    assert model.layers[0].edge_mlp[0].weight.shape == (8, 2 * 8 + 1 + 10 + N_EDGE_TYPES)
+    assert "rbf.offset" in model.state_dict()
+    assert "rbf.offset" not in EGNN(hidden=8, layers=1).state_dict()
     batch = molecule_batch()
-    assert_factorised_matches_reference(model, head, batch)
+    base = model(batch)[0]
+    w = model.layers[0].edge_mlp[0].weight
+    for cols in (slice(16, 17), slice(17, 27)):  # d², then the basis
+        with torch.no_grad():
+            saved = w[:, cols].clone()
+            w[:, cols] = 0.0
+        assert not torch.allclose(model(batch)[0], base)
+        with torch.no_grad():
+            w[:, cols] = saved
+    with pytest.raises(ValueError, match="num_rbf must be >= 0"):
+        EGNN(num_rbf=-1)
 
 
 def test_squared_distances():
@@ -47,21 +74,21 @@ def test_squared_distances():
 
 
 def test_noisy_and_degenerate_inputs_are_finite():
-    """float32, paper size: σ = 10 Å noise, two atoms on one spot, an atom 1000 Å away, a
-    one-atom molecule (no edges).
+    """float32, paper size, with and without the radial basis: σ = 10 Å noise, two atoms on one
+    spot, an atom 1000 Å away, a one-atom molecule (no edges).
 
     Energies, forces and the double-backward parameter gradients (the EFP training path) stay
     finite; forces stay nonzero (nothing saturates to a dead zero everywhere).
     """
     torch.manual_seed(0)
-    model, head = EGNN(), EnergyHead(128)
     lone = Molecule(z=np.array([8]), pos=np.zeros((1, 3)))
     batch = molecule_batch([*fixture_molecules(), lone], dtype=torch.float32)
     noisy = batch.pos + 10.0 * torch.randn_like(batch.pos)
     degenerate = batch.pos.clone()
     degenerate[1] = degenerate[0]  # water: O and H coincide, d² = 0
     degenerate[5] += 1000.0  # a methane atom 1000 Å away, d² ≈ 10⁶ Å²
-    for pos in (noisy, degenerate):
+    for model, pos in [(m, pos) for m in (EGNN(), EGNN(num_rbf=50)) for pos in (noisy, degenerate)]:
+        head = EnergyHead(128)
         energy, forces, s = energy_and_forces(model, head, batch.replace(pos=pos),
                                               create_graph=True)
         assert torch.isfinite(s).all() and torch.isfinite(energy).all()
@@ -107,7 +134,7 @@ def test_forces_from_squared_distances_equal_position_autograd():
     from denoise3d.models.heads import forces_from_squared_distances
 
     torch.manual_seed(0)
-    model, head = EGNN(hidden=32, layers=3).double(), EnergyHead(32).double()
+    model, head = EGNN(hidden=32, layers=3, num_rbf=16).double(), EnergyHead(32).double()
     batch = molecule_batch()
     batch = batch.replace(pos=batch.pos + 0.3 * torch.randn_like(batch.pos))  # off equilibrium
 
