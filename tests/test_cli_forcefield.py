@@ -142,3 +142,25 @@ def test_bad_structures_at_every_entry_point_are_one_line_errors(finetuned, tmp_
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "t.npz").exists()
+
+
+def test_finetuning_a_checkpoint_takes_its_architecture(trajectories, tmp_path, capsys):
+    """md17_cpu.yaml gives EGNN 50 Gaussians for training from scratch; from a checkpoint without
+    them the checkpoint's architecture is used (with a note, and saved as such), while a
+    command-line model key that contradicts the checkpoint is a one-line error."""
+    from denoise3d.jobs import checkpoint
+
+    pt = tmp_path / "pt"
+    assert main(["pretrain", *TINY, "data.dataset=md17", "data.split=random",
+                 f"data.path={trajectories[0]}", "train.epochs=1", f"train.out={pt}"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    args = ["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=1",
+            f"data.path={trajectories[0]}", f"finetune.init={pt / 'pretrain.pt'}"]
+    assert main([*args, f"train.out={out}"]) == 0
+    assert "its architecture is used (model.num_rbf=0; the config says 50)" in capsys.readouterr().out
+    assert checkpoint.load(out / "finetune.pt").config.model.num_rbf is None
+    assert main([*args, "model.num_rbf=50", f"train.out={tmp_path / 'bad'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "set model.num_rbf=null" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -71,10 +71,10 @@ class ModelConfig:
     backbone: str = "egnn"  # egnn | schnet | painn | torchmd_et | gns | gns_tat
     hidden: int = 128  # node feature width (GNS: vertex/edge latent size)
     layers: int = 7  # interaction layers (GNS: distinct processor blocks)
-    # Radius-graph backbones only; None = the backbone's own default (its paper's value). Setting
-    # one the chosen backbone does not take is an error (see build.model_kwargs).
-    cutoff: float | None = None  # Å, radius graph and cosine cutoff
-    num_rbf: int | None = None  # radial basis functions
+    # None = the backbone's own default (its paper's value). Setting one the chosen backbone
+    # does not take is an error (see models.model_kwargs).
+    cutoff: float | None = None  # Å, radius graph and cosine cutoff (EGNN: range of its basis)
+    num_rbf: int | None = None  # radial basis functions (EGNN: Gaussians beside d², default 0)
     edge_types: bool | None = None  # concatenate the hop one-hot to the RBF (3D-EMGP App. B.4)
     num_heads: int | None = None  # attention heads (torchmd_et)
     mlp_hidden: int | None = None  # GNS MLP width
@@ -221,7 +221,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
 
     Override values are parsed as YAML (``train.lr=1e-3``, ``train.max_steps=null``). The dotted
     names of the keys the file and the overrides set are kept in ``cfg.explicit`` (not a field:
-    not saved), so that a key that does not apply to the chosen dataset can be refused.
+    not saved), so that a key that does not apply to the chosen dataset can be refused; those of
+    the overrides alone in ``cfg.overridden``.
     """
     tree: dict = copy.deepcopy(base) if base is not None else {}
     yaml_tree: dict = {}  # what the file sets (for explicit_keys; base values are not explicit)
@@ -249,7 +250,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             value = raw
         _set(tree, key.strip(), value)
     cfg = _fill(Config, tree, "", source if not overrides else f"{source} + overrides")
-    cfg.explicit = frozenset(_leaves(yaml_tree)) | {k.split("=", 1)[0].strip() for k in overrides}
+    cfg.overridden = frozenset(k.split("=", 1)[0].strip() for k in overrides)
+    cfg.explicit = frozenset(_leaves(yaml_tree)) | cfg.overridden
     # a checkpoint's saved device is not checked (a GPU-trained model evaluated on a CPU)
     validate(cfg, source if not overrides else f"{source} + overrides",
              device=base is None or "train.device" in cfg.explicit)

@@ -101,6 +101,17 @@ def test_checkpoint_rebuilds_the_same_architecture():
         ckpt.backbone(other)
 
 
+def test_checkpoint_architecture_compares_resolved_defaults():
+    """An EGNN saved without num_rbf (the official form, every shipped EGNN) loads under a
+    config that says num_rbf=0, and is refused under num_rbf=50 with the setting to use."""
+    cfg = ModelConfig(hidden=8, layers=1)
+    ckpt = Checkpoint("x.pt", {"backbone": backbone_entry(cfg, backbone_from_config(cfg).state_dict())},
+                      Config(model=cfg))
+    ckpt.backbone(ModelConfig(hidden=8, layers=1, num_rbf=0))
+    with pytest.raises(CheckpointError, match="set model.num_rbf=null"):
+        ckpt.backbone(ModelConfig(hidden=8, layers=1, num_rbf=50))
+
+
 def test_backbone_configs():
     """configs/backbones/<name>_{paper,cpu}.yaml: valid model sections for their backbone; the
     CPU ones build (the paper GNS sizes, ~80M parameters, are only checked for their kwargs)."""

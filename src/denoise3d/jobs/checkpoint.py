@@ -23,6 +23,8 @@ pretrained backbones among them) have no "task" or "labels" (and "units" only fo
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from denoise3d.config import Config, ModelConfig, from_dict, load_config, to_dict
-from denoise3d.models import backbone_from_config, model_kwargs
+from denoise3d.models import BACKBONES, backbone_from_config, model_kwargs
 from denoise3d.objectives import OBJECTIVES, build_objective
 from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 
@@ -40,6 +42,17 @@ from denoise3d.train.checkpoint import CheckpointError, load_checkpoint, load_st
 def split_state(state: dict, prefix: str) -> dict:
     """The entries of a state dict under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def resolved(arch: dict) -> dict:
+    """``{"name", **kwargs}`` with every constructor default filled in, so that a setting left
+    unset and the same value given explicitly (EGNN's ``num_rbf`` unset or 0) compare equal."""
+    cls = BACKBONES.get(arch["name"])
+    if cls is None:
+        return arch
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **arch}
 
 
 def backbone_entry(cfg: ModelConfig, state: dict) -> dict:
@@ -102,7 +115,7 @@ class Checkpoint:
         saved = self.data["backbone"]
         want = {"name": cfg.backbone, **model_kwargs(cfg)}
         have = {"name": saved["name"], **saved["kwargs"]}
-        if want != have:
+        if resolved(want) != resolved(have):
             keys = [*have, *(k for k in want if k not in have)]  # unset in the checkpoint: null
             diff = ", ".join(f"model.{'backbone' if k == 'name' else k}="
                              f"{'null' if have.get(k) is None else have[k]}"
@@ -153,12 +166,38 @@ def load(path: str | Path, kind: str | None = None, overrides: list[str] = ()) -
 def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
     """The backbone a fine-tuning run starts from, and the checkpoint it came from: the weights
     of ``finetune.init`` (a pretrain checkpoint path, or ``pretrained:NAME``), or a fresh one;
-    with ``finetune.freeze_backbone`` its weights are not trained (forces still flow through it)."""
+    with ``finetune.freeze_backbone`` its weights are not trained (forces still flow through it).
+    From a checkpoint, ``cfg.model`` becomes the checkpoint's architecture
+    (:func:`inherited_architecture`)."""
     ckpt = load(cfg.finetune.init, kind="pretrain") if cfg.finetune.init else None
+    if ckpt is not None:
+        cfg.model = inherited_architecture(cfg, ckpt)
     backbone = backbone_from_config(cfg.model) if ckpt is None else ckpt.backbone(cfg.model)
     if cfg.finetune.freeze_backbone:
         backbone.requires_grad_(False)
     return backbone, ckpt
+
+
+def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> ModelConfig:
+    """The model section of a run that fine-tunes ``ckpt``: the checkpoint's architecture, except
+    the ``model.*`` keys given as command-line overrides (``cfg.overridden``), which must agree
+    with it (:meth:`Checkpoint.backbone` says what to set otherwise). A config file describes the
+    model trained from scratch (``configs/finetune/md17_cpu.yaml`` gives EGNN 50 Gaussians), so
+    where it differs the checkpoint's value is used, with a note."""
+    given = {k.split(".", 1)[1] for k in getattr(cfg, "overridden", ()) if k.startswith("model.")}
+    saved = ckpt.config.model
+    model = dataclasses.replace(cfg.model, **{f.name: getattr(saved, f.name)
+                                              for f in dataclasses.fields(ModelConfig)
+                                              if f.name not in given})
+    mine = resolved({"name": cfg.model.backbone, **model_kwargs(cfg.model)})
+    theirs = resolved({"name": model.backbone, **model_kwargs(model)})
+    changed = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if changed:
+        key = {"name": "backbone"}
+        print(f"note: fine-tuning {ckpt.path}: its architecture is used ("
+              + ", ".join(f"model.{key.get(k, k)}={theirs.get(k)}" for k in changed)
+              + "; the config says " + ", ".join(f"{mine.get(k)}" for k in changed) + ")")
+    return model
 
 
 def formula(counts) -> str:
