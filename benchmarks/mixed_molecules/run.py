@@ -13,7 +13,9 @@ One command (cached and resumable; runs already finished are skipped)::
    0.2 L1(E) + 0.8 L1(F), plateau schedule) split by molecule (0.8 / 0.1 / 0.1 of the frames:
    whole molecules), the benefit runner's step budget (3,100 steps, batch 32), from scratch and
    from both shipped backbones (``pretrained:qm9-egnn-4x64-emgp`` / ``-denoise``; backbone only,
-   the atomwise head starts fresh), ``--seeds`` fine-tuning seeds, one thread per run.
+   the atomwise head starts fresh), all in the official EGNN form (d² only), and from scratch
+   with the config's 50 Gaussians beside d² (``scratch-rbf50``), ``--seeds`` fine-tuning seeds,
+   one thread per run.
 3. **Table** (printed, and ``table.md`` in ``--out``): test errors on the held-out molecules, mean
    ± std over seeds, with the trivial baselines (E0-only energies, zero forces) and wall times.
 """
@@ -30,8 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STARTS = {"scratch": None, "3D-EMGP": "pretrained:qm9-egnn-4x64-emgp",
-          "denoising": "pretrained:qm9-egnn-4x64-denoise"}
+# label: (finetune.init, overrides). Every start is the official EGNN form (d² only), the
+# architecture of the shipped checkpoints; "scratch-rbf50" is the config's own EGNN with 50
+# Gaussians beside d² (issue 17: the form that leaves the zero-force plateau from scratch).
+STARTS = {"scratch": (None, ["model.num_rbf=0"]),
+          "3D-EMGP": ("pretrained:qm9-egnn-4x64-emgp", []),
+          "denoising": ("pretrained:qm9-egnn-4x64-denoise", []),
+          "scratch-rbf50": (None, [])}
 METRICS = [("force MAE (meV/Å)", "test_force_mae_meV_A", "baseline_force_mae_meV_A"),
            ("force RMSE (meV/Å)", "test_force_rmse_meV_A", "baseline_force_rmse_meV_A"),
            ("energy MAE (meV)", "test_energy_mae_meV", "baseline_energy_mae_meV"),
@@ -99,14 +106,17 @@ def make_data(out: Path, n: int, frames: int) -> Path:
 
 def runs(args, data: Path) -> list[tuple[str, int, Path, list[str]]]:
     out = []
-    for label, init in STARTS.items():
+    for label, (init, sets) in STARTS.items():
+        if label not in args.starts:
+            continue
         for seed in args.seeds:
             folder = Path(args.out) / "finetune" / label / f"seed{seed}"
             argv = ["finetune", str(ROOT / "configs/finetune/forcefield_cpu.yaml"),
                     f"data.path={data}", f"train.seed={seed}", "train.threads=1",
                     "train.epochs=1000", f"train.max_steps={args.steps}",
                     "train.checkpoint_every=200", "train.resume=true", "train.tensorboard=false",
-                    f"train.out={folder}", *([f"finetune.init={init}"] if init else []), *args.set]
+                    f"train.out={folder}", *([f"finetune.init={init}"] if init else []), *sets,
+                    *args.set]
             out.append((label, seed, folder, argv))
     return out
 
@@ -180,11 +190,16 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=150, help="frames per molecule")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=3100)
+    p.add_argument("--starts", default=",".join(STARTS),
+                   help=f"comma list of starts (default: all of {', '.join(STARTS)})")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="extra key=value for every run")
     p.add_argument("--report", action="store_true", help="only print the table")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.starts = [s for s in args.starts.split(",") if s]
+    if not args.starts or any(s not in STARTS for s in args.starts):
+        p.error(f"--starts takes a comma list of {', '.join(STARTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = make_data(out, args.molecules, args.frames)
