@@ -150,8 +150,17 @@ def test_benefit_backbone_axis_plans_one_pretraining_per_backbone_and_start(tmp_
     assert ft.needs == ["pretrain painn denoise"] and "model.backbone=painn" in ft.argv
     assert f"finetune.init={pre.out / 'pretrain.pt'}" in ft.argv
     egnn = tasks["homo-1k egnn denoise seed 0"].argv
-    assert "finetune.init=pretrained:qm9-egnn-4x64-denoise" in egnn and "model.num_rbf=50" in egnn
-    assert not any("num_rbf" in a for a in pre.argv + ft.argv)
+    assert "finetune.init=pretrained:qm9-egnn-4x64-denoise" in egnn  # its own architecture
+    assert "model.num_rbf=50" in tasks["homo-1k egnn scratch seed 0"].argv
+    assert not any("num_rbf" in a for a in pre.argv + ft.argv + egnn)
+    # the shipped EGNN is the d² form: against 50-Gaussian scratch runs it is refused
+    with pytest.raises(SystemExit, match="architecture differs.*num_rbf=0 \\(scratch: 50\\)"):
+        run.check_given(args)
+    args.egnn_num_rbf = 0
+    run.check_given(args)
+    args.checkpoint = [(("schnet", "denoise"), "x.pt")]
+    with pytest.raises(SystemExit, match="schnet is not in --backbones"):
+        run.check_given(args)
     with pytest.raises(SystemExit):
         run.main(["--backbones", "egnn,mace", "--report", "--out", str(tmp_path)])
 

@@ -33,7 +33,7 @@ second invocation waits for it instead of starting it again.
     python benchmarks/pretraining_benefit/run.py --backbones egnn,schnet,painn,torchmd_et
     # fine-tuning stage only, from the shipped checkpoint instead of stage 1's:
     python benchmarks/pretraining_benefit/run.py --inits scratch,emgp \
-        --checkpoint emgp=pretrained:qm9-egnn-4x64-emgp --out runs/benefit_shipped
+        --checkpoint emgp=pretrained:qm9-egnn-4x64-emgp --egnn-num-rbf 0 --out runs/benefit_shipped
 """
 
 from __future__ import annotations
@@ -174,7 +174,11 @@ def plan(args) -> list[Task]:
             for backbone in args.backbones:
                 for label, init, _ in all_starts:
                     run = out / "finetune" / cell / backbone / label / f"seed{seed}"
-                    sets = {**overrides, **dict(s.split("=", 1) for s in backbone_settings(backbone, args)),
+                    # a pretrained start takes its checkpoint's architecture (check_given makes
+                    # sure it is the scratch runs' one); scratch gets the backbone's settings
+                    model = (backbone_settings(backbone, args) if init == "scratch"
+                             else [f"model.backbone={backbone}"])
+                    sets = {**overrides, **dict(m.split("=", 1) for m in model),
                             "train.seed": seed, "train.out": run}
                     if init != "scratch":
                         sets["finetune.init"] = checkpoints[backbone, label]
@@ -185,6 +189,34 @@ def plan(args) -> list[Task]:
                                        *(f"{k}={v}" for k, v in sets.items()), *args.set],
                                       "metrics.json", needs, trajectory_file))
     return tasks
+
+
+def check_given(args) -> None:
+    """Each ``--checkpoint`` must hold the architecture its backbone's scratch runs get (else the
+    comparison would be between two models): exit with a one-line message otherwise."""
+    from denoise3d.config import load_config
+    from denoise3d.jobs import checkpoint
+    from denoise3d.models import model_kwargs
+
+    for (backbone, init), path in args.checkpoint:
+        if backbone not in args.backbones:
+            sys.exit(f"--checkpoint {backbone}:{init}={path}: {backbone} is not in --backbones "
+                     f"({','.join(args.backbones)})")
+        try:
+            saved = checkpoint.load(path, kind="pretrain").config.model
+        except Exception as e:  # noqa: BLE001 - any unreadable file: one line
+            sys.exit(f"--checkpoint {backbone}:{init}={path}: {e}")
+        scratch = load_config(None, backbone_settings(backbone, args)).model
+        for k in ("hidden", "layers"):  # the fine-tuning configs' size
+            setattr(scratch, k, getattr(saved, k))
+        have = checkpoint.resolved({"name": saved.backbone, **model_kwargs(saved)})
+        want = checkpoint.resolved({"name": backbone, **model_kwargs(scratch)})
+        if have != want:
+            diff = ", ".join(f"{k}={have.get(k)} (scratch: {want.get(k)})" for k in sorted(have)
+                             if have.get(k) != want.get(k))
+            hint = " (--egnn-num-rbf sets EGNN's)" if backbone == "egnn" else ""
+            sys.exit(f"--checkpoint {backbone}:{init}={path}: its architecture differs from the "
+                     f"scratch runs': {diff}{hint}")
 
 
 def holder(task: Task) -> int | None:
@@ -394,14 +426,19 @@ def main(argv=None) -> None:
     for text in args.checkpoint:
         start, _, path = text.partition("=")
         backbone, _, init = start.rpartition(":")
-        if not path or init not in PRETRAIN or (backbone or "egnn") not in BACKBONES:
+        if not path or init not in PRETRAIN:
             p.error(f"--checkpoint takes [BACKBONE:]INIT=PATH with INIT one of "
                     f"{', '.join(PRETRAIN)}, got {text!r}")
+        if (backbone or "egnn") not in BACKBONES:
+            p.error(f"--checkpoint {text!r}: unknown backbone {backbone!r} (one of {', '.join(BACKBONES)})")
         given.append(((backbone or "egnn", init), path))
     args.checkpoint = given
+    if args.egnn_num_rbf < 0:
+        p.error(f"--egnn-num-rbf must be >= 0, got {args.egnn_num_rbf}")
     if args.checkpoint and args.pretrain_seeds != [0]:
         p.error("--checkpoint replaces stage 1, so it takes no --pretrain-seeds")
     if not args.report:
+        check_given(args)
         execute(plan(args), args.jobs)
     print(report(args))
 

@@ -170,20 +170,24 @@ def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
     From a checkpoint, ``cfg.model`` becomes the checkpoint's architecture
     (:func:`inherited_architecture`)."""
     ckpt = load(cfg.finetune.init, kind="pretrain") if cfg.finetune.init else None
-    if ckpt is not None:
-        cfg.model = inherited_architecture(cfg, ckpt)
-    backbone = backbone_from_config(cfg.model) if ckpt is None else ckpt.backbone(cfg.model)
+    if ckpt is None:
+        backbone = backbone_from_config(cfg.model)
+    else:
+        cfg.model, note = inherited_architecture(cfg, ckpt)
+        backbone = ckpt.backbone(cfg.model)
+        if note:
+            print(note)
     if cfg.finetune.freeze_backbone:
         backbone.requires_grad_(False)
     return backbone, ckpt
 
 
-def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> ModelConfig:
-    """The model section of a run that fine-tunes ``ckpt``: the checkpoint's architecture, except
+def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> tuple[ModelConfig, str]:
+    """(model section, note) of a run that fine-tunes ``ckpt``: the checkpoint's architecture, except
     the ``model.*`` keys given as command-line overrides (``cfg.overridden``), which must agree
     with it (:meth:`Checkpoint.backbone` says what to set otherwise). A config file describes the
     model trained from scratch (``configs/finetune/md17_cpu.yaml`` gives EGNN 50 Gaussians), so
-    where it differs the checkpoint's value is used, with a note."""
+    where it differs the checkpoint's value is used, and the note (empty if none) says so."""
     given = {k.split(".", 1)[1] for k in getattr(cfg, "overridden", ()) if k.startswith("model.")}
     saved = ckpt.config.model
     model = dataclasses.replace(cfg.model, **{f.name: getattr(saved, f.name)
@@ -192,12 +196,13 @@ def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> ModelConfig:
     mine = resolved({"name": cfg.model.backbone, **model_kwargs(cfg.model)})
     theirs = resolved({"name": model.backbone, **model_kwargs(model)})
     changed = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    note = ""
     if changed:
         key = {"name": "backbone"}
-        print(f"note: fine-tuning {ckpt.path}: its architecture is used ("
-              + ", ".join(f"model.{key.get(k, k)}={theirs.get(k)}" for k in changed)
-              + "; the config says " + ", ".join(f"{mine.get(k)}" for k in changed) + ")")
-    return model
+        note = (f"note: fine-tuning {ckpt.path}: its architecture is used ("
+                + ", ".join(f"model.{key.get(k, k)}={theirs.get(k)}" for k in changed)
+                + "; the config says " + ", ".join(f"{mine.get(k)}" for k in changed) + ")")
+    return model, note
 
 
 def formula(counts) -> str:

@@ -61,8 +61,8 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 def model_kwargs(cfg: ModelConfig) -> dict:
     """The backbone's keyword arguments: hidden, layers and every optional setting that is set.
 
-    Settings left at None are not passed (the backbone's default applies), so the kwargs of a
-    backbone that takes none of them (EGNN) stay ``{hidden, layers}``. A setting the backbone
+    Settings left at None are not passed (the backbone's default applies), so the kwargs of an
+    EGNN with none set stay ``{hidden, layers}`` (what checkpoints of the official form hold). A setting the backbone
     does not accept is a ConfigError rather than silently ignored.
     """
     kwargs = {"hidden": cfg.hidden, "layers": cfg.layers}

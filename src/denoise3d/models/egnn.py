@@ -16,12 +16,13 @@ feature ``h`` is E(3)-invariant; forces come from autograd through ``d²``.
 **Radial basis (``num_rbf`` > 0; not in 3D-EMGP).** ``rbf(d)`` is SchNet's Gaussian expansion
 (K centres on [0, ``cutoff``], width their spacing; SchNet's defaults K = 50, 5 Å: 0.1 Å), added
 beside the raw d², which stays for every pair; the graph stays fully connected. Why: a bond's
-restoring force needs an energy whose slope in d changes sign within ~0.05 Å of the bond length,
-i.e. a curvature the raw d² column can only reach by growing its weights ~30x, and energy + force
-training from scratch sits on the zero-force plateau until it does (measured, issue 17: aspirin
-never leaves it in the benefit runner's 3,100 steps, ethanol after ~2,000; with the 0.1 Å basis
-aspirin leaves it within 310 steps; a coarse 0.32 Å basis and a graph of the 1-3-hop pairs only
-do not leave it in 930). ``num_rbf=0`` (the class default) is the official form every shipped
+restoring force needs an energy whose slope in d changes sign within a few hundredths of an Å of
+the bond length, a curvature the raw d² column reaches only once its weights have grown far, and
+energy + force training from scratch sits on the zero-force plateau until then (our reading of
+the measurements, issue 17, ``benchmarks/RESULTS.md``: with d² alone aspirin never leaves it in
+the benefit runner's 3,100 steps and ethanol after ~2,000; with d² and 50 Gaussians on 5 Å
+aspirin is at 14.0 kcal/mol/Å after 620 steps and 5.5 after 3,100, against 19.8 for zero
+forces; a coarse 0.32 Å basis or a graph of the 1-3-hop pairs only do not leave it in 930). ``num_rbf=0`` (the class default) is the official form every shipped
 EGNN checkpoint has; the force-field configs set ``num_rbf: 50``.
 
 **Factorised first edge layer.** With ``W = [W_i | W_j | w_d | W_t]`` (split by input columns),
@@ -146,7 +147,8 @@ class EGNN(nn.Module):
                  n_edge_types: int = N_EDGE_TYPES, max_z: int = MAX_Z, factorised: bool = True):
         super().__init__()
         if num_rbf < 0 or (num_rbf and cutoff <= 0):
-            raise ValueError(f"EGNN: num_rbf must be >= 0 and cutoff > 0, got {num_rbf}, {cutoff}")
+            raise ValueError(f"EGNN: model.num_rbf must be >= 0 and model.cutoff > 0 (the range of "
+                             f"its Gaussians), got num_rbf={num_rbf}, cutoff={cutoff}")
         self.hidden = hidden
         self.n_edge_types = n_edge_types
         self.factorised = factorised
