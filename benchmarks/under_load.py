@@ -12,7 +12,8 @@ the benchmark runners' training jobs), started before the measurement and stoppe
 - ``passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at barriers);
 - ``one``: one thread;
 - ``auto``: the cores this process may use minus the other runnable processes at start-up
-  (``/proc/loadavg``), at least one (:func:`auto_threads`, a candidate default).
+  (``/proc/loadavg``), at least one (:func:`denoise3d.train.seed.auto_threads`, the default
+  since the issue-17 session; "default" here is torch's own pool).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch
 from denoise3d.config import load_config
 from denoise3d.train.seed import seed_everything
 from common import pretraining_trainer
-from under_load import auto_threads
+from denoise3d.train.seed import auto_threads
 variant, steps = sys.argv[1], int(sys.argv[2])
-threads = {"one": 1, "auto": auto_threads()}.get(variant)
+threads = {"one": 1, "auto": auto_threads()}.get(variant, torch.get_num_threads())  # torch's own
 seed_everything(0, threads)
 cfg = load_config("configs/demo/pretrain.yaml", ["train.out=/tmp/denoise3d-under-load",
                                                  "data.max_train=2000"])
@@ -58,14 +59,6 @@ for k in range(steps + 5):
     times.append(time.perf_counter() - t0)
 print(json.dumps({"median_s": statistics.median(times[5:]), "threads": torch.get_num_threads()}))
 """
-
-
-def auto_threads() -> int:
-    """The cores this process may run on minus the other processes running at start-up
-    (``/proc/loadavg``'s runnable count, which includes this one), at least one."""
-    cores = len(os.sched_getaffinity(0))
-    running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-    return max(1, min(cores, cores - (running - 1)))
 
 
 def measure(variant: str, steps: int) -> dict:

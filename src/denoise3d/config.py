@@ -137,7 +137,7 @@ class TrainConfig:
     grad_clip: float | None = 10.0  # max gradient norm (None = off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads (None = torch default)
+    threads: int | None = None  # torch CPU threads (None = free cores at start-up, train.seed.auto_threads)
     out: str = "runs/run"  # output directory: checkpoints, config.yaml, log.csv, metrics.json
     log_every: int = 10  # steps between CSV log rows
     checkpoint_every: int | None = None  # steps between resume checkpoints (out/resume.pt); None = epoch ends only
