@@ -12,9 +12,9 @@ def test_auto_threads_counts_free_cores(monkeypatch, tmp_path):
     monkeypatch.setattr(seed, "Path", lambda p: loadavg if p == "/proc/loadavg" else real_path(p))
     for running, want in ((1, 4), (2, 3), (4, 1), (9, 1)):  # the count includes this process
         loadavg.write_text(f"0.5 0.4 0.3 {running}/120 4242\n")
-        assert seed.auto_threads() == want
+        assert seed.auto_threads(samples=2, interval=0) == want
     loadavg.write_text("garbage")
-    assert seed.auto_threads() is None  # unreadable: torch's default
+    assert seed.auto_threads(samples=1, interval=0) is None  # unreadable: torch's default
 
 
 def test_seed_everything_sets_auto_threads_when_none_given(monkeypatch):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def auto_threads() -> int | None:
+def auto_threads(samples: int = 5, interval: float = 0.04) -> int | None:
     """CPU threads for a run that sets none (``train.threads: null``): the cores this process may
     run on minus the other processes running at start-up (``/proc/loadavg``'s runnable count,
-    which includes this one), at least one; None (torch's default) where that cannot be read.
+    which includes this one; the least of ``samples`` readings ``interval`` s apart), at least
+    one; None (torch's default) where that cannot be read.
 
     Why: torch's default pool (one thread per core, OpenMP's active wait) next to another busy
     training process thrashes. Measured (issue 17 session, ``benchmarks/RESULTS.md``, "Under
@@ -23,10 +25,13 @@ def auto_threads() -> int | None:
     """
     try:
         cores = len(os.sched_getaffinity(0))
-        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        running = []
+        for _ in range(samples):  # the least of a few samples: a short-lived process is no load
+            running.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]))
+            time.sleep(interval)
     except (AttributeError, OSError, ValueError, IndexError):
         return None
-    return max(1, min(cores, cores - (running - 1)))
+    return max(1, min(cores, cores - (min(running) - 1)))
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
