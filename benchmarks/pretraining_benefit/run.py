@@ -196,7 +196,6 @@ def check_given(args) -> None:
     comparison would be between two models): exit with a one-line message otherwise."""
     from denoise3d.config import load_config
     from denoise3d.jobs import checkpoint
-    from denoise3d.models import model_kwargs
 
     for (backbone, init), path in args.checkpoint:
         if backbone not in args.backbones:
@@ -209,8 +208,7 @@ def check_given(args) -> None:
         scratch = load_config(None, backbone_settings(backbone, args)).model
         for k in ("hidden", "layers"):  # the fine-tuning configs' size
             setattr(scratch, k, getattr(saved, k))
-        have = checkpoint.resolved({"name": saved.backbone, **model_kwargs(saved)})
-        want = checkpoint.resolved({"name": backbone, **model_kwargs(scratch)})
+        have, want = checkpoint.architecture(saved), checkpoint.architecture(scratch)
         if have != want:
             diff = ", ".join(f"{k}={have.get(k)} (scratch: {want.get(k)})" for k in sorted(have)
                              if have.get(k) != want.get(k))

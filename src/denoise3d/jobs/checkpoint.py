@@ -55,6 +55,11 @@ def resolved(arch: dict) -> dict:
     return {**defaults, **arch}
 
 
+def architecture(model: ModelConfig) -> dict:
+    """The resolved architecture ``{"name", **constructor kwargs}`` a model section builds."""
+    return resolved({"name": model.backbone, **model_kwargs(model)})
+
+
 def backbone_entry(cfg: ModelConfig, state: dict) -> dict:
     """The checkpoint's ``backbone`` entry: architecture (name, constructor kwargs) and weights."""
     return {"name": cfg.backbone, "kwargs": model_kwargs(cfg), "state": state}
@@ -193,8 +198,7 @@ def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> tuple[ModelConfig, 
     model = dataclasses.replace(cfg.model, **{f.name: getattr(saved, f.name)
                                               for f in dataclasses.fields(ModelConfig)
                                               if f.name not in given})
-    mine = resolved({"name": cfg.model.backbone, **model_kwargs(cfg.model)})
-    theirs = resolved({"name": model.backbone, **model_kwargs(model)})
+    mine, theirs = architecture(cfg.model), architecture(model)
     changed = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
     note = ""
     if changed:
