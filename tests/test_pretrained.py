@@ -106,7 +106,7 @@ def _benefit_runner():
 
 
 def test_benefit_cells_are_named_by_a_grammar(tmp_path):
-    """TARGET-Nk[-Eep] is a QM9 cell of ~1,250 steps by default; MOLECULE[-Eep] a trajectory in
+    """TARGET-Nk[-Eep] is a QM9 cell of ~1,250 steps by default; MOLECULE[-Nf][-Eep] a trajectory in
     --md17-dir (ours or the real md17_/rmd17_ files); anything else is a one-line error."""
     run = _benefit_runner()
     assert run.cell_spec("homo-1k", tmp_path) == (
@@ -119,7 +119,10 @@ def test_benefit_cells_are_named_by_a_grammar(tmp_path):
     assert config == "finetune_md17.yaml" and sets == {"data.path": tmp_path / "rmd17_toluene.npz",
                                                        "train.epochs": 7}
     assert run.cell_spec("aspirin", tmp_path)[1]["train.epochs"] == 100
-    for bad in ("homo-1x", "homo", "bad-mol-name", "../x"):
+    assert run.cell_spec("aspirin-100f-7ep", tmp_path)[1] == {  # fewer frames, same steps
+        "data.path": tmp_path / "aspirin.npz", "train.epochs": 7, "data.train_frames": 100,
+        "data.valid_frames": 50, "data.epoch_size": 1000}
+    for bad in ("homo-1x", "homo", "bad-mol-name", "../x", "aspirin-1000f", "aspirin-0f"):
         with pytest.raises(ValueError, match="cell"):
             run.cell_spec(bad, tmp_path)
 

@@ -26,6 +26,8 @@ second invocation waits for it instead of starting it again.
     python benchmarks/pretraining_benefit/run.py --cells homo-1k,aspirin --seeds 0
     # other cells: any QM9 target and label count, any trajectory, any epochs
     python benchmarks/pretraining_benefit/run.py --cells mu-5k,homo-10k-40ep
+    # force fields from fewer labels: 100 / 300 training frames, same steps (1,000-sample epochs)
+    python benchmarks/pretraining_benefit/run.py --cells aspirin-100f,aspirin-300f
     python benchmarks/pretraining_benefit/run.py --cells toluene,uracil --md17-dir rmd17/npz_data
     # is the gain robust to the pretraining seed? (a second stage 1 per method)
     python benchmarks/pretraining_benefit/run.py --pretrain-seeds 0,1 --cells homo-1k
@@ -79,21 +81,28 @@ def trajectory(directory: Path, molecule: str) -> Path:
 
 # The default cells, in priority order. Any other cell can be named with the same grammar
 # (see ``cell_spec``): ``TARGET-Nk`` for a QM9 property with N,000 labels, a molecule name for a
-# trajectory in --md17-dir, either with ``-Eep`` for E epochs instead of the default.
+# trajectory in --md17-dir (``MOLECULE-Nf`` for N training frames), either with ``-Eep`` for E
+# epochs instead of the default.
 CELLS = ("homo-1k", "aspirin", "lumo-1k", "gap-1k", "ethanol", "malonaldehyde",
          "homo-10k", "lumo-10k", "gap-10k")
 QM9_STEPS = 1250  # fine-tuning steps of 32 for a QM9 cell at its default epochs
 MD17_EPOCHS = 100  # 3,100 steps of 32 on 1,000 frames: at 40 epochs the EGNN energy model had
 # not left the zero-force plateau on aspirin from any start (see RESULTS.md)
+MD17_FRAMES = 1000  # training frames of a trajectory cell, and the samples of each of its epochs
+FEW_VALID = 50  # validation frames of a cell with fewer training frames (100f, 300f): a user
+# with few labels has few to validate on too
 
 
 def cell_spec(name: str, md17_dir: Path) -> tuple[str, dict]:
-    """(config file, overrides) of a cell named ``TARGET-Nk[-Eep]`` or ``MOLECULE[-Eep]``.
+    """(config file, overrides) of a cell named ``TARGET-Nk[-Eep]`` or ``MOLECULE[-Nf][-Eep]``.
 
     QM9: N,000 labels (a fixed subset of the training split) for E epochs, by default as many as
     make ~1,250 steps of 32 (40 epochs at 1k, 4 at 10k), so that cells of different sizes differ
     only in the number of distinct labels. Trajectory: the molecule's file in ``md17_dir``
-    (``trajectory``), 1,000 training frames, 100 epochs by default.
+    (``trajectory``), 1,000 training frames (500 validation), 100 epochs by default; with
+    ``-Nf`` (N < 1,000), N training frames and 50 validation frames, each epoch 1,000 samples
+    (``data.epoch_size``: repeated shuffled passes), so the steps, the validation cadence and the
+    plateau scheduler's patience are those of the 1,000-frame cell.
     """
     from denoise3d.data.qm9 import TARGET_NAMES
 
@@ -109,11 +118,18 @@ def cell_spec(name: str, md17_dir: Path) -> tuple[str, dict]:
         epochs = epochs or max(1, round(QM9_STEPS * 32 / labels))
         return "finetune_qm9.yaml", {"finetune.target": target, "data.max_train": labels,
                                      "train.epochs": epochs}
-    if size or not name.replace("_", "").isalnum():
+    frames = {}
+    if size:
+        if not (size.endswith("f") and size[:-1].isdigit() and 0 < int(size[:-1]) < MD17_FRAMES):
+            raise ValueError(f"cell {name!r}: a trajectory cell with fewer frames is MOLECULE-Nf "
+                             f"with 0 < N < {MD17_FRAMES}, e.g. {target}-100f")
+        frames = {"data.train_frames": int(size[:-1]), "data.valid_frames": FEW_VALID,
+                  "data.epoch_size": MD17_FRAMES}
+    if not target.replace("_", "").isalnum():
         raise ValueError(f"cell {name!r} is neither TARGET-Nk (QM9 targets: "
                          f"{', '.join(TARGET_NAMES)}) nor a molecule name")
-    return "finetune_md17.yaml", {"data.path": trajectory(md17_dir, name),
-                                  "train.epochs": epochs or MD17_EPOCHS}
+    return "finetune_md17.yaml", {"data.path": trajectory(md17_dir, target),
+                                  "train.epochs": epochs or MD17_EPOCHS, **frames}
 
 
 @dataclass
@@ -375,7 +391,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/pretraining_benefit", help="root of every run's folder")
     p.add_argument("--cells", default=",".join(CELLS),
                    help=f"comma list of cells: TARGET-Nk (QM9, N,000 labels) or a molecule with a "
-                        f"trajectory in --md17-dir, optionally -Eep for E epochs "
+                        f"trajectory in --md17-dir (MOLECULE-Nf: N training frames, same steps), "
+                        f"optionally -Eep for E epochs "
                         f"(default: {','.join(CELLS)})")
     p.add_argument("--backbones", default="egnn",
                    help=f"comma list of backbones, each pretrained and fine-tuned at the configs' "

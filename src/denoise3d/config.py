@@ -34,6 +34,10 @@ class DataConfig:
     max_train: int | None = None  # use a random subset of N training molecules (None = all)
     max_valid: int | None = None  # random subset of N validation molecules (None = all 17,748)
     max_test: int | None = None  # random subset of N test molecules (None = all 13,083)
+    # training samples per epoch (None = the training set once): with few labels, an epoch of
+    # e.g. 1,000 samples (repeated shuffled passes) keeps the validation cadence, the plateau
+    # scheduler's patience and the step budget of a 1,000-label run
+    epoch_size: int | None = None
     # Dynamic training batches (Zaidi et al.): pack molecules in shuffled order until one more
     # would exceed a limit (edges of the full graph, n(n-1) per molecule); any set = on, and
     # batch_size is then unused for training. Per process under data parallelism.
@@ -273,6 +277,7 @@ RULES = [
     ("train.ema_decay", lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
     ("data.batch_size", lambda v: v >= 1, ">= 1"),
     ("data.max_train", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("data.epoch_size", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.max_valid", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.max_test", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.eval_batch_size", lambda v: v >= 1, ">= 1"),

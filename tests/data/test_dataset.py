@@ -106,3 +106,21 @@ def test_total_energies_keep_float64_precision(qm9):
     u0 = qm9.batch(idx).targets["u0"]
     assert u0.dtype == torch.float64
     assert torch.equal(u0, torch.as_tensor(qm9.target("u0")[idx]))
+
+
+def test_epoch_size_repeats_shuffled_passes(qm9):
+    """data.epoch_size: few labels, a 1,000-sample epoch (each molecule once per pass)."""
+    indices = np.arange(100, 200)
+    once = BatchLoader(qm9, indices, batch_size=32, shuffle=True, seed=3, drop_last=True)
+    many = BatchLoader(qm9, indices, batch_size=32, shuffle=True, seed=3, drop_last=True,
+                       epoch_size=1000)
+    assert len(once) == 3 and len(many) == 31  # 1000 // 32, the budget of a 1,000-label epoch
+    order = many.order()
+    assert len(order) == 1000 and np.array_equal(order[:100], once.order())  # first pass unchanged
+    for k in range(10):
+        assert sorted(order[100 * k:100 * (k + 1)].tolist()) == indices.tolist()
+    assert not np.array_equal(order[:100], order[100:200])
+    ragged = BatchLoader(qm9, indices, batch_size=32, shuffle=True, seed=3, epoch_size=250)
+    assert len(ragged.order()) == 250 and len(ragged) == 8
+    plain = BatchLoader(qm9, indices, batch_size=32, epoch_size=1000)  # evaluation: ignored
+    assert len(plain) == 4 and np.array_equal(plain.order(), indices)

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from denoise3d.data.batch import Batch
-from denoise3d.data.dataset import make_batch
+from denoise3d.data.dataset import epoch_order, make_batch
 
 __all__ = ["pack_batches", "DynamicBatchLoader"]
 
@@ -69,7 +69,8 @@ class DynamicBatchLoader:
     def __init__(self, dataset, indices: Sequence[int] | np.ndarray | None = None,
                  max_atoms: int | None = None, max_edges: int | None = None,
                  max_graphs: int | None = None, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, targets: Sequence[str] | None = None):
+                 drop_last: bool = False, targets: Sequence[str] | None = None,
+                 epoch_size: int | None = None):
         if not any(v is not None for v in (max_atoms, max_edges, max_graphs)):
             raise ValueError("dynamic batching needs at least one of max_atoms, max_edges, max_graphs")
         for name, v in (("max_atoms", max_atoms), ("max_edges", max_edges), ("max_graphs", max_graphs)):
@@ -79,6 +80,7 @@ class DynamicBatchLoader:
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
         self.limits = dict(max_atoms=max_atoms, max_edges=max_edges, max_graphs=max_graphs)
         self.shuffle, self.seed, self.drop_last, self.targets = shuffle, seed, drop_last, targets
+        self.epoch_size = epoch_size  # samples per shuffled epoch (None = the indices once)
         self.epoch = 0
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
@@ -88,7 +90,7 @@ class DynamicBatchLoader:
     def order(self) -> np.ndarray:
         if not self.shuffle:
             return self.indices
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+        return epoch_order(self.indices, self.seed, self.epoch, self.epoch_size)
 
     def index_batches(self) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != self.epoch:
@@ -111,13 +113,15 @@ class DynamicBatchLoader:
 
 def loader(ds, indices, cfg, train: bool, seed: int = 0):
     """The loader a job uses: for training (``train``: shuffled by ``seed``, last partial batch
-    dropped), batches packed by atoms / edges / graphs when ``cfg`` (a DataConfig) sets
-    max_atoms, max_edges or max_graphs, else ``cfg.batch_size`` molecules; for evaluation,
-    ``cfg.eval_batch_size`` molecules in order."""
+    dropped; ``cfg.epoch_size`` samples an epoch if set), batches packed by atoms / edges /
+    graphs when ``cfg`` (a DataConfig) sets max_atoms, max_edges or max_graphs, else
+    ``cfg.batch_size`` molecules; for evaluation, ``cfg.eval_batch_size`` molecules in order."""
     from denoise3d.data.dataset import BatchLoader
 
     if train and any(v is not None for v in (cfg.max_atoms, cfg.max_edges, cfg.max_graphs)):
         return DynamicBatchLoader(ds, indices, cfg.max_atoms, cfg.max_edges, cfg.max_graphs,
-                                  shuffle=True, seed=seed, drop_last=True)
+                                  shuffle=True, seed=seed, drop_last=True,
+                                  epoch_size=cfg.epoch_size)
     size = cfg.batch_size if train else cfg.eval_batch_size
-    return BatchLoader(ds, indices, batch_size=size, shuffle=train, seed=seed, drop_last=train)
+    return BatchLoader(ds, indices, batch_size=size, shuffle=train, seed=seed, drop_last=train,
+                       epoch_size=cfg.epoch_size if train else None)

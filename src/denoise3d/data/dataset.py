@@ -221,13 +221,14 @@ class BatchLoader:
     def __init__(self, dataset: MolecularDataset, indices: Sequence[int] | np.ndarray | None = None,
                  batch_size: int = 32, shuffle: bool = False, seed: int = 0,
                  drop_last: bool = False, targets: Sequence[str] | None = None,
-                 release_every: int = 16):
+                 release_every: int = 16, epoch_size: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, np.int64)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.targets = drop_last, targets
+        self.epoch_size = epoch_size  # samples per shuffled epoch (None = the indices once)
         self.epoch = 0
         self.release_every = release_every  # batches between dataset.release_pages() (0 = never)
 
@@ -235,14 +236,15 @@ class BatchLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = len(self.indices) / self.batch_size
+        size = self.epoch_size if self.shuffle and self.epoch_size is not None else len(self.indices)
+        n = size / self.batch_size
         return math.floor(n) if self.drop_last else math.ceil(n)
 
     def order(self) -> np.ndarray:
         """The molecule indices in this epoch's order."""
         if not self.shuffle:
             return self.indices
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+        return epoch_order(self.indices, self.seed, self.epoch, self.epoch_size)
 
     def index_batches(self) -> list[np.ndarray]:
         """This epoch's molecule indices, one array per batch (to shard across ranks and to
@@ -258,6 +260,17 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         for idx in self.index_batches():
             yield self.make(idx)
+
+
+def epoch_order(indices: np.ndarray, seed: int, epoch: int, size: int | None = None) -> np.ndarray:
+    """Epoch ``epoch``'s shuffled order of ``indices``: one permutation drawn from ``(seed,
+    epoch)``, or with ``size`` the first ``size`` samples of successive permutations from the same
+    generator (each index once per pass; the first pass is the ``size=None`` order)."""
+    rng = np.random.default_rng([seed, epoch])
+    if size is None:
+        return rng.permutation(indices)
+    passes = -(-size // max(len(indices), 1))
+    return np.concatenate([rng.permutation(indices) for _ in range(passes)])[:size]
 
 
 def make_batch(loader, idx: np.ndarray) -> Batch:

@@ -21,7 +21,7 @@ from denoise3d.config import ConfigError, DataConfig
 
 # data.* keys every source honours: batching, caps on the split sizes and their seed, the cache
 COMMON_KEYS = frozenset({"dataset", "cache_dir", "split_seed", "batch_size", "eval_batch_size",
-                         "max_train", "max_valid", "max_test", "max_atoms", "max_edges",
+                         "max_train", "max_valid", "max_test", "epoch_size", "max_atoms", "max_edges",
                          "max_graphs"})
 
 
