@@ -115,7 +115,7 @@ def cmd_md(args) -> None:
                                topology="fixed" if args.fixed_topology else "auto")
     summary = run_md(atoms_from_file(args.structure, args.frame), calc, args.out, args.steps,
                      args.timestep, args.temperature, args.thermostat, args.friction,
-                     args.interval, args.seed, progress=not args.quiet)
+                     args.interval, args.seed, progress=not args.quiet, pressure=args.pressure)
     print(json.dumps(summary, indent=2))
 
 
@@ -136,6 +136,25 @@ def _add_unseen_flag(s) -> None:
     s.add_argument("--allow-unseen-elements", action="store_true",
                    help="predict structures with elements absent from the training data "
                         "(refused by default: such predictions are meaningless)")
+
+
+def cmd_data_xtb_label(args) -> None:
+    """Label every frame of a structure file (molecules or periodic cells) with GFN2-xTB."""
+    import ase.io
+
+    from denoise3d.data import xtb
+
+    src = Path(args.structures)
+    if not src.is_file():
+        raise ValueError(f"structure file not found: {src}")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"{args.out} exists (--overwrite replaces it)")
+    try:
+        frames = ase.io.read(src, index=":")
+    except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
+        raise ValueError(f"{src}: not a structure file ASE can read ({type(e).__name__}: {e})") from None
+    summary = xtb.label_structures(frames, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
 
 
 def _add_force_field_verbs(sub):
@@ -164,6 +183,14 @@ def _add_force_field_verbs(sub):
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_data_xtb_md)
 
+    s = data.add_parser("xtb-label", help="label the frames of a structure file with GFN2-xTB "
+                                          "(energy, forces; stress for periodic cells) as extxyz")
+    s.add_argument("structures", help="any file ASE reads (extxyz keeps Lattice / pbc)")
+    s.add_argument("--out", required=True, help="output extxyz")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_data_xtb_label)
+
     s = sub.add_parser("md", help="run MD with a fine-tuned force field, write extxyz")
     s.add_argument("checkpoint")
     s.add_argument("structure", help="starting structure (xyz, sdf, ... or MD17 .npz)")
@@ -173,7 +200,10 @@ def _add_force_field_verbs(sub):
     s.add_argument("--steps", type=int, default=1000)
     s.add_argument("--timestep", type=float, default=0.5, help="fs")
     s.add_argument("--temperature", type=float, default=300.0, help="K")
-    s.add_argument("--thermostat", default="langevin", choices=["langevin", "nve"])
+    s.add_argument("--thermostat", default="langevin", choices=["langevin", "nve", "npt"],
+                   help="nve (velocity Verlet), langevin (NVT), npt (isotropic MTK barostat; "
+                        "a periodic cell and a radius backbone)")
+    s.add_argument("--pressure", type=float, default=1.0, help="bar (npt)")
     s.add_argument("--friction", type=float, default=0.01, help="1/fs (Langevin)")
     s.add_argument("--interval", type=int, default=10, help="steps between written frames")
     s.add_argument("--seed", type=int, default=0)

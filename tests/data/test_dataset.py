@@ -20,6 +20,8 @@ def assert_batches_equal(a, b):
             assert x.keys() == y.keys()
             for k in x:
                 assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
+        elif x is None or y is None:
+            assert x is None and y is None, f.name
         else:
             assert x.dtype == y.dtype and torch.equal(x, y), f.name
 

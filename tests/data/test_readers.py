@@ -154,8 +154,9 @@ def test_geom_through_config_and_cli(tmp_path, capsys):
 
 
 def test_inputs_from_bug_reports_are_read_or_refused_in_one_line(tmp_path):
-    """Free-text xyz comments read as plain xyz; unknown symbols, coinciding atoms, periodic
-    frames and 2D molfiles are one-line errors naming the frame."""
+    """Free-text xyz comments read as plain xyz; unknown symbols, coinciding atoms, a periodic
+    direction without a cell vector and 2D molfiles are one-line errors naming the frame; a
+    periodic frame keeps its cell."""
     from ase import Atoms
     from rdkit import Chem
 
@@ -177,8 +178,12 @@ def test_inputs_from_bug_reports_are_read_or_refused_in_one_line(tmp_path):
 
     ase.io.write(tmp_path / "box.extxyz", Atoms("H2", [[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 5],
                                                 pbc=True))
-    with pytest.raises(ValueError, match="frame 0: periodic cell"):
-        list(read_structures(tmp_path / "box.extxyz"))
+    box = next(read_structures(tmp_path / "box.extxyz"))
+    assert box.cell.tolist() == np.diag([5.0, 5, 5]).tolist() and box.pbc.all()
+    ase.io.write(tmp_path / "flat.extxyz", Atoms("H2", [[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 0],
+                                                 pbc=True))
+    with pytest.raises(ValueError, match="frame 0: pbc=.* no length in a periodic direction"):
+        list(read_structures(tmp_path / "flat.extxyz"))
     mol = Chem.MolFromSmiles("CCO")  # 2D: RDKit computes 2D coordinates for the molfile
     Chem.MolToMolFile(mol, str(tmp_path / "flat.mol"))
     with pytest.raises(ValueError, match="record 0: 2D coordinates"):

@@ -65,7 +65,7 @@ def test_topology_is_perceived_again_when_the_bonds_change(force_field, ethanol_
     assert calc.get_potential_energy(ethanol_atoms) == e
 
 
-def test_periodic_cells_are_refused(force_field, ethanol_atoms):
+def test_egnn_refuses_periodic_cells(force_field, ethanol_atoms):
     atoms = ethanol_atoms.copy()
     atoms.set_cell([10, 10, 10])
     atoms.pbc = True

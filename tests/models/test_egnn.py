@@ -12,11 +12,15 @@ from denoise3d.testing import BackbonePhysicsTests, fixture_molecules, molecule_
 
 
 class TestEGNNPhysics(BackbonePhysicsTests):
+    periodic = False  # defined on the full graph of a molecule: periodic input is refused
+
     def make_backbone(self):
         return EGNN(hidden=32, layers=3)
 
 
 class TestEGNNWithRadialBasisPhysics(BackbonePhysicsTests):
+    periodic = False
+
     def make_backbone(self):
         return EGNN(hidden=32, layers=3, num_rbf=16, cutoff=5.0)
 

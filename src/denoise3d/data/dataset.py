@@ -138,32 +138,50 @@ class MolecularDataset:
                              f"{int(idx.min() if idx.min() < 0 else idx.max())}")
         return idx
 
+    @property
+    def has_cells(self) -> bool:
+        """Whether the dataset stores cells (``cell``, ``pbc``): its batches take the bonded form."""
+        return "pbc" in self.arrays
+
     def molecule(self, i: int) -> Molecule:
-        """Molecule ``i``: z (n,) int64, pos (n, 3) float32 Å, hops (n, n) int8, float targets
-        (and ``forces`` (n, 3) float32 eV/Å if the dataset has them)."""
+        """Molecule ``i``: z (n,) int64, pos (n, 3) float32 Å, hops (n, n) int8 (None for a
+        periodic structure), float targets (and ``forces`` (n, 3) float32 eV/Å if the dataset has
+        them), cell (3, 3) and pbc (3,) if the dataset stores cells."""
         i = int(self._check(np.array([i]))[0])
         a, b = self._atom_offset[i], self._atom_offset[i + 1]
         n = b - a
-        hops = np.asarray(self.arrays["hops"][self._hop_offset[i]:self._hop_offset[i] + n * n])
+        cell = pbc = None
+        if self.has_cells:
+            cell, pbc = np.array(self.arrays["cell"][i]), np.array(self.arrays["pbc"][i])
+        size = 0 if pbc is not None and pbc.any() else n * n  # periodic: no hop block
+        hops = np.asarray(self.arrays["hops"][self._hop_offset[i]:self._hop_offset[i] + size])
         targets = {k: float(v) for k, v in zip(self.target_names, self.targets[i])}
         if "forces" in self.arrays:
             targets["forces"] = np.array(self.arrays["forces"][a:b])
         return Molecule(
             z=np.asarray(self.arrays["z"][a:b], dtype=np.int64),
             pos=np.array(self.arrays["pos"][a:b]),
-            hops=hops.reshape(n, n),
+            hops=hops.reshape(n, n) if size else None,
             targets=targets,
-            id=i,
+            id=i, cell=cell, pbc=pbc,
         )
 
     def batch(self, indices: Sequence[int] | np.ndarray,
               targets: Sequence[str] | None = None) -> Batch:
-        """Batch of molecules ``indices`` (fully connected, hop edge types), vectorised.
+        """Batch of molecules ``indices`` (fully connected, hop edge types), vectorised; a dataset
+        with cells gives the bonded form (:mod:`denoise3d.data.batch`), built per structure.
 
         ``targets``: names to include (default all), each a (n_graphs,) float64 tensor (total
         energies need float64: ~1 meV steps in float32 at 10⁴ eV), or ``forces`` (n_atoms, 3) float32. ``ids`` are the dataset indices.
         """
         idx = self._check(indices)
+        if self.has_cells:  # periodic structures: the bonded form (pairs by the minimum image)
+            from denoise3d.data.batch import collate
+
+            out = collate([self.molecule(i) for i in idx], graph="bonded")
+            keep = self.target_names + self.atom_target_names if targets is None else tuple(targets)
+            out.targets = {k: v for k, v in out.targets.items() if k in keep}
+            return out
         nat = self.natoms[idx]  # (g,)
         atoms = concat_ranges(self._atom_offset[idx], nat)  # (n_atoms,)
         edge_index, pair_index = full_graph_edges_numpy(nat)

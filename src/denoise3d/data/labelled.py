@@ -105,6 +105,8 @@ class LabelledStructure:
     name: str = ""
     smiles: str = ""
     atom_keys: frozenset = frozenset()  # keys of per-atom values (arrays, per-atom results)
+    cell: np.ndarray | None = None  # (3, 3) Å, periodic structures only
+    pbc: np.ndarray | None = None  # (3,) bool
 
 
 def _scalar(value) -> bool:
@@ -121,8 +123,14 @@ def _from_atoms(atoms, name: str) -> LabelledStructure:
     values.update({k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")})
     values.update(atoms.info)
     per_atom = {k for k in results if k in PER_ATOM_RESULTS} | set(atoms.arrays)
+    periodic = bool(atoms.pbc.any())
+    if periodic and atoms.cell.rank < int(atoms.pbc.sum()):
+        raise ValueError(f"{name}: pbc={atoms.pbc.tolist()} but the cell has no length in a "
+                         f"periodic direction")
     return LabelledStructure(np.asarray(atoms.numbers), np.asarray(atoms.positions), values, name,
-                             str(atoms.info.get("smiles", "")), frozenset(per_atom))
+                             str(atoms.info.get("smiles", "")), frozenset(per_atom),
+                             np.array(atoms.cell.array) if periodic else None,
+                             np.array(atoms.pbc) if periodic else None)
 
 
 PER_ATOM_RESULTS = {"forces", "charges", "magmoms", "energies", "stresses"}  # ASE's per-atom outputs
@@ -138,9 +146,6 @@ def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
 
         try:
             for k, atoms in enumerate(ase.io.iread(path, index=":")):
-                if atoms.pbc.any():
-                    raise ValueError(f"{path}: frame {k}: periodic cell (pbc="
-                                     f"{atoms.pbc.tolist()}); periodic systems are not supported yet")
                 yield _from_atoms(atoms, f"{path.name}:{k}")
         except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
             if isinstance(e, ValueError) and str(e).startswith(str(path)):
@@ -309,8 +314,10 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
                   targets: list | None = None, units: dict | None = None,
                   smiles_column: str = "smiles", conformers: int = 1,
                   structures: str | None = None, id_column: str = "id", embed_2d: bool = False):
-    """``(specs, iterator of (z, pos, values, forces, name, smiles))`` over every structure of a
-    labelled file or directory; values in internal units (see the module docstring)."""
+    """``(specs, iterator of (z, pos, values, forces, name, smiles, cell, pbc))`` over every
+    structure of a labelled file or directory; values in internal units (see the module
+    docstring); ``cell`` (3, 3) Å and ``pbc`` (3,) for periodic frames (extxyz ``Lattice`` /
+    ``pbc``, ASE db cells), else None."""
     files = labelled_files(path)
     csv_options = (smiles_column, conformers, structures, id_column, embed_2d)
     first = next(iter(read_frames(files[0], *csv_options)), None)
@@ -325,7 +332,7 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
                 where = f"{f}: {frame} {k}"
                 z, pos = checked(s.z, s.pos, where)
                 values, forces = label_values(s, specs, where)
-                yield z, pos, values, forces, s.name, s.smiles
+                yield z, pos, values, forces, s.name, s.smiles, s.cell, s.pbc
 
     return specs, records()
 

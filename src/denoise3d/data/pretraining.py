@@ -16,6 +16,7 @@ The first build prints the dataset statistics (counts, elements, atoms per molec
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -59,10 +60,13 @@ def load_structures(path: str | Path, cache_dir=None, add_hydrogens: bool = Fals
         return MolecularDataset.from_manifest(arrays, manifest, path)
     source = readers.structures_source(path, add_hydrogens, embed_2d)
     out = _cache_path(cache_dir, "structures", source)
+    structures = readers.read_structures(path, add_hydrogens, embed_2d)
+    first = next(structures, None)  # a periodic first structure: the cache stores cells
     arrays, manifest = stream_or_open(
-        out, source, lambda w: readers.write_structures(w, readers.read_structures(path, add_hydrogens, embed_2d)),
+        out, source, lambda w: readers.write_structures(w, itertools.chain([first] if first else [],
+                                                                            structures)),
         verbose=verbose, meta={"dataset": "structures", "target_names": []},
-        strings=("names", "smiles"))
+        strings=("names", "smiles"), cells=first is not None and first.cell is not None)
     return MolecularDataset.from_manifest(arrays, manifest, out)
 
 

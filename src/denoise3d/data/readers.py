@@ -43,12 +43,15 @@ SUFFIXES = XYZ_SUFFIXES + SDF_SUFFIXES + DB_SUFFIXES
 
 @dataclass
 class Structure:
-    """One molecule: ``z`` (n,) int64, ``pos`` (n, 3) float64 Å, a name and (if known) SMILES."""
+    """One molecule or periodic structure: ``z`` (n,) int64, ``pos`` (n, 3) float64 Å, a name,
+    (if known) SMILES, and for a periodic frame ``cell`` (3, 3) Å and ``pbc`` (3,) bool."""
 
     z: np.ndarray
     pos: np.ndarray
     name: str = ""
     smiles: str = ""
+    cell: np.ndarray | None = None
+    pbc: np.ndarray | None = None
 
 
 def file_suffix(path: Path) -> str:
@@ -99,8 +102,7 @@ def read_xyz(path: str | Path) -> Iterator[Structure]:
     """Every frame of an XYZ / extxyz file (ASE). A plain xyz file whose comment line is free
     text that ASE's extxyz parser misreads (words like ``Properties``) is read as plain xyz
     (:func:`read_plain_xyz`), which also names the frame of an unknown element symbol. Periodic
-    frames are refused until periodic systems are supported (a molecule wrapped across the cell
-    would get false bonds)."""
+    frames keep their cell (``Lattice``, ``pbc``): bonds are then perceived by the minimum image."""
     import ase.io
 
     path = Path(path)
@@ -113,11 +115,21 @@ def read_xyz(path: str | Path) -> Iterator[Structure]:
         except _NotPlainXyz:
             raise ValueError(f"{path}: not a readable xyz/extxyz file ({e})") from None
     for k, atoms in enumerate(frames):
-        if atoms.pbc.any():
-            raise ValueError(f"{path}: frame {k}: periodic cell (pbc={atoms.pbc.tolist()}); "
-                             f"periodic systems are not supported yet")
-        z, pos = checked(atoms.numbers, atoms.positions, f"{path}: frame {k}")
-        yield Structure(z, pos, f"{path.name}:{k}", str(atoms.info.get("smiles", "")))
+        where = f"{path}: frame {k}"
+        z, pos = checked(atoms.numbers, atoms.positions, where)
+        yield Structure(z, pos, f"{path.name}:{k}", str(atoms.info.get("smiles", "")),
+                        *periodic_cell(atoms, where))
+
+
+def periodic_cell(atoms, where: str) -> tuple:
+    """``(cell (3, 3), pbc (3,))`` of a periodic ``Atoms``, ``(None, None)`` for a molecule; a
+    one-line error if a periodic direction has no cell vector."""
+    if not atoms.pbc.any():
+        return None, None
+    if atoms.cell.rank < int(atoms.pbc.sum()):
+        raise ValueError(f"{where}: pbc={atoms.pbc.tolist()} but the cell "
+                         f"{np.round(atoms.cell.array, 4).tolist()} has no length in a periodic direction")
+    return np.array(atoms.cell.array), np.array(atoms.pbc)
 
 
 class _NotPlainXyz(Exception):
@@ -225,7 +237,8 @@ def read_ase_db(path: str | Path) -> Iterator[Structure]:
         for row in db.select():
             where = f"{path}: row {row.id}"
             z, pos = checked(row.numbers, row.positions, where)
-            yield Structure(z, pos, str(row.get("name", row.id)), str(row.get("smiles", "")))
+            yield Structure(z, pos, str(row.get("name", row.id)), str(row.get("smiles", "")),
+                            *periodic_cell(row.toatoms(), where))
 
 
 def read_structures(path: str | Path, add_hydrogens: bool = False,
@@ -253,6 +266,10 @@ def structures_source(path: str | Path, add_hydrogens: bool = False,
 
 
 def write_structures(writer, structures: Iterable[Structure]) -> None:
-    """Append ``structures`` to a :class:`~denoise3d.data.writer.CacheWriter` (names, SMILES)."""
+    """Append ``structures`` to a :class:`~denoise3d.data.writer.CacheWriter` (names, SMILES;
+    cells if the writer stores them; periodic and molecular structures do not mix)."""
     for s in structures:
-        writer.add(s.z, s.pos, names=s.name, smiles=s.smiles)
+        if (s.cell is not None) != writer.cells:
+            raise ValueError(f"{s.name}: {'not ' if writer.cells else ''}periodic, unlike the "
+                             f"first structure; keep periodic and molecular data in separate datasets")
+        writer.add(s.z, s.pos, cell=s.cell, pbc=s.pbc, names=s.name, smiles=s.smiles)

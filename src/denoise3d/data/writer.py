@@ -55,16 +55,19 @@ class CacheWriter:
     """Append molecules to a new cache at ``path``; see the module docstring.
 
     ``n_targets`` per-molecule float64 labels (0 for unlabelled pretraining sets);
-    ``forces``: store per-atom (n, 3) float32 arrays too; ``strings``: which of
+    ``forces``: store per-atom (n, 3) float32 arrays too; ``cells``: store each structure's
+    ``cell`` (3, 3) float64 Å and ``pbc`` (3,) bool (a periodic structure gets no hop block: its
+    bonded pairs depend on the images and are perceived at batch time); ``strings``: which of
     :data:`STRING_COLUMNS` to store. ``chunk_atoms``: atoms buffered before a flush.
     """
 
     def __init__(self, path: str | Path, source: dict, meta: dict | None = None,
                  n_targets: int = 0, strings: Sequence[str] = (), forces: bool = False,
-                 chunk_atoms: int = 1 << 20):
+                 chunk_atoms: int = 1 << 20, cells: bool = False):
         self.path, self.source, self.meta = Path(path), source, dict(meta or {})
         self.meta.setdefault("target_names", [])
         self.n_targets, self.forces, self.chunk_atoms = int(n_targets), forces, int(chunk_atoms)
+        self.cells = bool(cells)
         if len(self.meta["target_names"]) != self.n_targets:
             raise ValueError(f"cache {path}: meta target_names {self.meta['target_names']} do not "
                              f"match n_targets={n_targets}")
@@ -78,7 +81,8 @@ class CacheWriter:
         self.tmp.mkdir()
         self.dtypes = {"z": np.int8, "pos": np.float32, "atom_offset": np.int64, "hops": np.int8,
                        "hop_offset": np.int64, "targets": np.float64,
-                       **({"forces": np.float32} if forces else {})}
+                       **({"forces": np.float32} if forces else {}),
+                       **({"cell": np.float64, "pbc": np.bool_} if cells else {})}
         self.files: dict[str, BinaryIO] = {}
         for k in self.dtypes:
             f = open(self.tmp / f"{k}.npy", "wb")
@@ -96,9 +100,10 @@ class CacheWriter:
         self.closed = False
 
     # ----------------------------------------------------------------------------- append
-    def add(self, z, pos, targets=None, forces=None, **strings) -> None:
+    def add(self, z, pos, targets=None, forces=None, cell=None, pbc=None, **strings) -> None:
         """One molecule: ``z`` (n,) atomic numbers, ``pos`` (n, 3) Å, ``targets``
-        (n_targets,) internal units, ``forces`` (n, 3) eV/Å, strings e.g. ``smiles="CCO"``."""
+        (n_targets,) internal units, ``forces`` (n, 3) eV/Å, ``cell`` (3, 3) Å and ``pbc`` (3,)
+        bool (a writer with ``cells``; None: not periodic), strings e.g. ``smiles="CCO"``."""
         z = np.asarray(z, dtype=np.int64).reshape(-1)
         pos = np.asarray(pos, dtype=np.float32).reshape(len(z), 3)
         t = np.zeros(0) if targets is None else np.asarray(targets, np.float64).reshape(-1)
@@ -107,7 +112,12 @@ class CacheWriter:
                              f"{self.n_targets}")
         if self.forces:
             forces = np.asarray(forces, dtype=np.float32).reshape(len(z), 3)
-        self._buf.append((z, pos, t, forces, strings))
+        if (cell is not None or pbc is not None) and not self.cells:
+            raise ValueError(f"molecule {self.n + len(self._buf)}: a cell, but the cache was "
+                             f"opened without cells")
+        box = (np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64).reshape(3, 3),
+               np.zeros(3, bool) if pbc is None else np.asarray(pbc, bool).reshape(3))
+        self._buf.append((z, pos, t, forces, strings, box))
         self._buf_atoms += len(z)
         if self._buf_atoms >= self.chunk_atoms:
             self.flush()
@@ -120,7 +130,17 @@ class CacheWriter:
         pos = np.concatenate([b[1] for b in self._buf])
         natoms = np.array([len(b[0]) for b in self._buf], dtype=np.int64)
         offset = np.concatenate([[0], np.cumsum(natoms)])
-        hops, hop_offset = compute_hops(z, pos, offset)
+        periodic = np.array([b[5][1].any() for b in self._buf])
+        if periodic.any():  # no hop block for a periodic structure (bonded at batch time)
+            mols = np.flatnonzero(~periodic)
+            sub = np.concatenate([[0], np.cumsum(natoms[mols])])
+            atoms = np.concatenate([np.arange(offset[m], offset[m + 1]) for m in mols]) if len(mols) \
+                else np.zeros(0, np.int64)
+            hops, _ = compute_hops(z[atoms], pos[atoms], sub)
+            sizes = np.where(periodic, 0, natoms * natoms)
+            hop_offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        else:
+            hops, hop_offset = compute_hops(z, pos, offset)
         f = self.files
         f["z"].write(z.astype(np.int8).tobytes())
         f["pos"].write(pos.tobytes())
@@ -130,6 +150,9 @@ class CacheWriter:
         f["targets"].write(np.stack([b[2] for b in self._buf]).astype(np.float64).tobytes())
         if self.forces:
             f["forces"].write(np.concatenate([b[3] for b in self._buf]).tobytes())
+        if self.cells:
+            f["cell"].write(np.stack([b[5][0] for b in self._buf]).tobytes())
+            f["pbc"].write(np.stack([b[5][1] for b in self._buf]).tobytes())
         for k in self.strings:
             for b in self._buf:
                 s = str(b[4].get(k, "")).encode()
@@ -150,7 +173,8 @@ class CacheWriter:
         return {"z": (self.n_atoms,), "pos": (self.n_atoms, 3), "atom_offset": (self.n + 1,),
                 "hops": (self.n_hops,), "hop_offset": (self.n + 1,),
                 "targets": (self.n, self.n_targets),
-                **({"forces": (self.n_atoms, 3)} if self.forces else {})}
+                **({"forces": (self.n_atoms, 3)} if self.forces else {}),
+                **({"cell": (self.n, 3, 3), "pbc": (self.n, 3)} if self.cells else {})}
 
     def _write_strings(self, k: str) -> None:
         """``<k>.txt`` (one per line) → ``<k>.npy`` of dtype S<max_len>, 64k rows at a time."""

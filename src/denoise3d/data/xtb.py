@@ -24,6 +24,7 @@ under a temporary name and renamed, so it is never half-written.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 import zipfile
@@ -81,7 +82,8 @@ def atoms_from_smiles(smiles: str, seed: int = 0):
 
 def atoms_from_file(path: str | Path, frame: int = 0):
     """ASE ``Atoms`` of frame ``frame`` of a structure file: anything ``ase.io.read`` reads (xyz,
-    extxyz, sdf, pdb, ...) or an MD17-layout ``.npz``."""
+    extxyz, sdf, pdb, ...) or an MD17-layout ``.npz``. A periodic extxyz frame keeps its cell
+    and pbc (``Lattice=``, ``pbc=``)."""
     from ase import Atoms
 
     path = Path(path)
@@ -94,12 +96,14 @@ def atoms_from_file(path: str | Path, frame: int = 0):
             raise ValueError(f"{path.name}: frame {frame} out of range (0..{len(offset) - 2})")
         a, b = offset[frame], offset[frame + 1]
         return Atoms(numbers=arrays["z"][a:b].astype(int), positions=arrays["pos"][a:b])
-    from denoise3d.data.readers import SUFFIXES, file_suffix, read_structures
+    from denoise3d.data.readers import SUFFIXES, file_suffix, periodic_cell, read_structures
 
     if file_suffix(path) in SUFFIXES:  # our readers: the same checks and frame names as data
         for k, s in enumerate(read_structures(path)):
             if k == frame:
-                return Atoms(numbers=s.z, positions=s.pos)
+                if s.cell is None:
+                    return Atoms(numbers=s.z, positions=s.pos)
+                return Atoms(numbers=s.z, positions=s.pos, cell=s.cell, pbc=s.pbc)
         raise ValueError(f"{path.name}: frame {frame} out of range (the file has {k + 1})")
     import ase.io
 
@@ -110,12 +114,10 @@ def atoms_from_file(path: str | Path, frame: int = 0):
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds; report them in one line
         raise ValueError(f"{path.name}: not a structure file ASE can read "
                          f"({type(e).__name__}: {e})") from None
-    if atoms.pbc.any():
-        raise ValueError(f"{path.name}: frame {frame}: periodic cell (pbc={atoms.pbc.tolist()}); "
-                         f"periodic systems are not supported yet")
     from denoise3d.data.readers import checked
 
     checked(atoms.numbers, atoms.positions, f"{path.name}: frame {frame}")
+    periodic_cell(atoms, f"{path.name}: frame {frame}")
     return atoms
 
 
@@ -262,3 +264,39 @@ def generate_benchmark_set(out_dir: str | Path, seed: int = 0, molecules=None,
                                 progress=progress, **{**BENCHMARK_SETTINGS, **overrides})
         paths.append(path)
     return paths
+
+
+def label_structures(structures, out: str | Path, progress: bool = True) -> dict:
+    """Label structures (ASE ``Atoms``, molecules or periodic cells) with GFN2-xTB (tblite) and
+    write them to ``out`` as extxyz: energy (eV), forces (eV/Å) and, for a cell periodic in all
+    three directions, stress (eV/Å³, Voigt) as ASE stores calculator results; cells and pbc are
+    kept (``Lattice``, ``pbc``). Written to a temporary file and renamed when complete, so a killed
+    run leaves no half file. Returns a summary (frames, seconds per frame, theory, versions)."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    frames, t0 = [], time.perf_counter()
+    try:
+        for k, atoms in enumerate(tqdm(list(structures), desc="GFN2-xTB", unit="frame",
+                                       disable=not progress)):
+            atoms = atoms.copy()
+            atoms.calc = xtb_calculator()
+            try:
+                results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+                if atoms.pbc.all():
+                    results["stress"] = atoms.get_stress()
+            except Exception as e:  # noqa: BLE001 - tblite raises several kinds; one line
+                raise ValueError(f"frame {k}: GFN2-xTB failed ({type(e).__name__}: {e})") from None
+            atoms.calc = SinglePointCalculator(atoms, **results)
+            frames.append(atoms)
+        ase.io.write(tmp, frames, format="extxyz")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    return {"out": str(out), "frames": len(frames), "theory": THEORY,
+            "seconds_per_frame": seconds / max(len(frames), 1), "versions": _versions()}

@@ -66,6 +66,7 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     checkpoint's path)."""
     seed_everything(cfg.train.seed, cfg.train.threads)
     job = build(cfg)
+    check_periodic(cfg, job)
     out = Path(cfg.train.out)
     trainer = Trainer(job.backbone, job.objectives, cfg.train, out)
     train = loader(job.dataset, job.split["train"], cfg.data, train=True, seed=cfg.train.seed)
@@ -99,6 +100,22 @@ def run(cfg: Config, build: Callable[[Config], Job]):
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(f"{line}; saved {out / job.checkpoint_name}")
         return metrics
+
+
+def check_periodic(cfg: Config, job: Job) -> None:
+    """Periodic data needs a backbone and objectives defined for it: a one-line ConfigError
+    before anything is written (EGNN and 3D-EMGP are defined on whole molecules)."""
+    if not getattr(job.dataset, "has_cells", False):
+        return
+    where = f"{cfg.data.path or cfg.data.dataset} holds periodic structures"
+    if getattr(job.backbone, "full_graph", False):
+        raise ConfigError(f"{where}: model.backbone={cfg.model.backbone} is defined on the fully "
+                          f"connected graph of a molecule (3D-EMGP); use a radius backbone "
+                          f"(schnet, painn, torchmd_et, gns)")
+    for name, (_, objective) in job.objectives.items():
+        if not getattr(objective, "periodic", True):
+            raise ConfigError(f"{where}: the objective {name} is not defined for periodic "
+                              f"structures: {objective.periodic_reason}")
 
 
 # keys a resumed run may change: how long and where it runs, not what it trains

@@ -1,13 +1,23 @@
 """An ASE calculator serving a fine-tuned force field (``finetune.task=energy_force``).
 
-Energies in eV, forces in eV/Å (ASE's units, also ours). Each call builds the one-molecule
-:class:`~denoise3d.data.batch.Batch` of the current positions: the fully connected graph with the
-3D-EMGP hop edge types. The bond graph is checked on every call (covalent radii, a cheap distance
-test): while the atomic numbers and the bonds stay the same the cached hop types are reused; when
-either changes (another molecule, a bond formed, a bond stretched past ``BREAK_FACTOR``) the hops
-are perceived again from the new geometry (:func:`denoise3d.data.bonds.covalent_bonds`). Structures with an element absent
-from the training data are refused (``allow_unseen_elements=True`` lifts that); a composition
-never seen in training is warned about once. Periodic cells are not supported.
+Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's units and conventions, also ours: the
+stress is ``(1/V) ∂E/∂ε`` in Voigt order xx, yy, zz, yz, xz, xy, positive under tension).
+
+Structures: molecules for every backbone; periodic cells (``atoms.pbc``, any directions) for the
+radius backbones (SchNet, PaiNN, TorchMD-ET, GNS), with stress when all three directions are
+periodic. EGNN is defined on the fully connected graph of a molecule (3D-EMGP) and refuses a
+periodic structure with a one-line error.
+
+Each call builds the one-structure :class:`~denoise3d.data.batch.Batch` of the current positions
+with the 3D-EMGP hop edge types: for EGNN the full graph, for radius backbones the bonded form
+(linear in the number of atoms; the backbone's own neighbour search runs inside its forward). The
+bond graph (covalent radii, minimum image) is checked on every call in linear time: while the
+atomic numbers, the periodic directions and the bonds stay the same (in whatever cell: NPT
+changes it every step) the cached hop types are reused; when one
+changes (another structure, a bond formed, a bond stretched past ``BREAK_FACTOR``) the hops are
+perceived again from the new geometry (:mod:`denoise3d.data.bonds`). Structures with an element
+absent from the training data are refused (``allow_unseen_elements=True`` lifts that); a
+composition never seen in training is warned about once.
 """
 
 from __future__ import annotations
@@ -16,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from denoise3d.data.batch import Molecule, collate
-from denoise3d.data.bonds import BOND_FACTOR, covalent_bonds, hops_from_adjacency
+from denoise3d.data.batch import Batch, Molecule, collate, hops_to_edge_type
+from denoise3d.data.bonds import BOND_FACTOR, bond_list, hops_from_bonds, pair_keys
 from denoise3d.data.elements import COVALENT_RADII
 
 __all__ = ["Denoise3DCalculator"]
@@ -32,8 +42,47 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BREAK_FACTOR = 1.5
 
 
+class Topology:
+    """The bond graph and hop pairs of one structure (all arrays numpy): ``z`` (N,), ``pbc`` (3,), ``bonds`` (i, j, shift) and ``pairs`` (i, j, shift, hop) as
+    :func:`denoise3d.data.bonds.hops_from_bonds` returns them."""
+
+    def __init__(self, z, pos, cell, pbc):
+        self.z, self.pbc = z.copy(), pbc.copy()
+        bi, bj, bs, _ = bond_list(z, pos, cell, pbc)
+        self.bonds = (bi, bj, bs)
+        self.pairs = hops_from_bonds(len(z), bi, bj, bs)
+        self.reach = int(np.abs(bs).max()) if len(bs) else 0
+
+    def same_atoms(self, z, pbc) -> bool:
+        return np.array_equal(self.z, z) and np.array_equal(self.pbc, pbc)
+
+    def bonds_changed(self, pos, cell) -> bool:
+        """A cached bond longer than ``BREAK_FACTOR`` (r_i + r_j), or a new bonded pair closer than
+        the perception threshold, in the current cell (NPT changes it every step); linear in the
+        number of atoms."""
+        bi, bj, bs = self.bonds
+        r = COVALENT_RADII[self.z]
+        d = np.linalg.norm(pos[bj] + bs @ cell - pos[bi], axis=1)
+        if (d > BREAK_FACTOR * (r[bi] + r[bj])).any():
+            return True
+        ni, nj, ns, _ = bond_list(self.z, pos, cell, self.pbc)
+        reach = max(self.reach, int(np.abs(ns).max()) if len(ns) else 0)
+        now = pair_keys(ni, nj, ns, len(self.z), reach)
+        return not np.isin(now, pair_keys(bi, bj, bs, len(self.z), reach)).all()
+
+    def dense_hops(self) -> np.ndarray:
+        """(N, N) hop matrix (EGNN's full graph; molecules only)."""
+        n = len(self.z)
+        i, j, _, hop = self.pairs
+        hops = np.full((n, n), 4, np.int8)
+        np.fill_diagonal(hops, 0)
+        hops[i, j] = hop
+        return hops
+
+
 class Denoise3DCalculator(Calculator):
-    """``Denoise3DCalculator(checkpoint, device="cpu")``: energy (eV) and forces (eV/Å).
+    """``Denoise3DCalculator(checkpoint, device="cpu")``: energy (eV), forces (eV/Å) and, for a
+    fully periodic cell on a radius backbone, stress (eV/Å³).
 
     ``topology``: "auto" (default) re-perceives the hop types when the bond graph changes;
     "fixed" keeps the first structure's while the atomic numbers stay the same (MD of one
@@ -43,7 +92,7 @@ class Denoise3DCalculator(Calculator):
     a ``(backbone, objective)`` pair to serve instead of a checkpoint (tests, notebooks).
     """
 
-    implemented_properties = ["energy", "forces"]
+    implemented_properties = ["energy", "forces", "stress"]
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu",
                  dtype: str | torch.dtype = "float32", model: tuple | None = None,
@@ -63,54 +112,76 @@ class Denoise3DCalculator(Calculator):
         self.device = torch.device(device)
         self.backbone = backbone.to(self.device, self.dtype).eval()
         self.objective = objective.to(self.device, self.dtype).eval()
+        self.full_graph = bool(getattr(backbone, "full_graph", False))  # EGNN
         if topology not in ("auto", "fixed"):
             raise ValueError(f"topology must be 'auto' or 'fixed', got {topology!r}")
         self.fixed = topology == "fixed"  # keep the first bond graph while the atoms are the same
-        self.topology: tuple | None = None  # (z (N,), bonds (N, N) bool, hops (N, N))
+        self.topology: Topology | None = None
         self.perceived = 0  # how many times the hop types were perceived (tests, diagnostics)
 
     def reset_topology(self) -> None:
         """Perceive bonds again from the next structure."""
         self.topology = None
 
-    def bonds_changed(self, z: np.ndarray, pos: np.ndarray) -> bool:
-        """Whether the atoms or the bond graph differ from the cached ones: a cached bond longer
-        than ``BREAK_FACTOR`` (r_i + r_j), or a new pair closer than the perception threshold."""
-        if self.topology is None or not np.array_equal(self.topology[0], z):
-            return True
-        if self.fixed:
-            return False
-        bonds = self.topology[1]
-        d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)  # (N, N), Å
-        r = COVALENT_RADII[z][:, None] + COVALENT_RADII[z][None, :]
-        formed = (d < BOND_FACTOR * r) & ~bonds
-        np.fill_diagonal(formed, False)
-        return bool((bonds & (d > BREAK_FACTOR * r)).any() or formed.any())
-
-    def hops(self, atoms) -> np.ndarray:
-        """(N, N) bond hops of ``atoms``: the cached ones while the atomic numbers and the bond
-        graph are unchanged (:meth:`bonds_changed`), else perceived again from this geometry
-        (and the training domain checked)."""
+    def current_topology(self, atoms) -> Topology:
+        """The cached topology while the atoms, the periodic directions and the bonds are unchanged
+        (:meth:`Topology.bonds_changed`), else perceived again from this geometry (and the
+        training domain checked)."""
         z, pos = atoms.get_atomic_numbers(), atoms.get_positions()
-        if not self.bonds_changed(z, pos):
-            return self.topology[2]
-        bonds = covalent_bonds(z, pos)
+        cell, pbc = np.asarray(atoms.cell.array, np.float64), np.asarray(atoms.pbc, bool)
+        t = self.topology
+        if t is not None and t.same_atoms(z, pbc) and (self.fixed or not t.bonds_changed(pos, cell)):
+            return t
         if self.domain is not None:
             from denoise3d.data.elements import MAX_Z
 
             self.domain.check(np.bincount(z, minlength=MAX_Z + 1), "Denoise3DCalculator")
-        self.topology = (z.copy(), bonds, hops_from_adjacency(bonds))
+        self.topology = Topology(z, pos, cell, pbc)
         self.perceived += 1
-        return self.topology[2]
+        return self.topology
+
+    def hops(self, atoms) -> np.ndarray:
+        """(N, N) bond hops of a molecule (:meth:`current_topology`)."""
+        return self.current_topology(atoms).dense_hops()
+
+    def batch(self, atoms) -> Batch:
+        """The one-structure batch of ``atoms`` at full precision, on the calculator's device."""
+        z, pos = atoms.get_atomic_numbers(), atoms.get_positions()
+        periodic = bool(atoms.pbc.any())
+        if periodic and self.full_graph:
+            raise ValueError(f"Denoise3DCalculator: {type(self.backbone).__name__} is not defined "
+                             f"for periodic structures (it runs over every pair of atoms of one "
+                             f"molecule); fine-tune a radius backbone (schnet, painn, torchmd_et) "
+                             f"for periodic cells")
+        topo = self.current_topology(atoms)
+        if self.full_graph:
+            batch = collate([Molecule(z=z, pos=pos, hops=topo.dense_hops())])
+        else:
+            i, j, shift, hop = topo.pairs
+            n = len(z)
+            batch = Batch(
+                z=torch.from_numpy(z.astype(np.int64)), pos=torch.from_numpy(pos),
+                batch=torch.zeros(n, dtype=torch.long), natoms=torch.tensor([n]),
+                edge_index=torch.from_numpy(np.stack([i, j])),
+                edge_type=hops_to_edge_type(torch.from_numpy(hop.astype(np.int64))),
+                ids=torch.tensor([0]), edge_shift=torch.from_numpy(shift),
+                cell=torch.from_numpy(np.asarray(atoms.cell.array, np.float64)).unsqueeze(0),
+                pbc=torch.from_numpy(np.asarray(atoms.pbc, bool)).unsqueeze(0))
+        batch = batch.to(self.device, self.dtype)
+        return batch.replace(pos=torch.as_tensor(pos, dtype=self.dtype, device=self.device))
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        if self.atoms.pbc.any():
-            raise ValueError("Denoise3DCalculator: periodic systems are not supported")
-        z, pos = self.atoms.get_atomic_numbers(), self.atoms.get_positions()
-        batch = collate([Molecule(z=z, pos=pos, hops=self.hops(self.atoms))])
-        batch = batch.to(self.device, self.dtype).replace(
-            pos=torch.as_tensor(pos, dtype=self.dtype, device=self.device))  # full precision
-        energy, forces = self.objective.predict(self.backbone, batch)
-        self.results = {"energy": float(energy[0]),
-                        "forces": forces.cpu().numpy().astype(np.float64)}
+        batch = self.batch(self.atoms)
+        want_stress = "stress" in properties
+        if want_stress and not (self.atoms.pbc.all() and not self.full_graph):
+            raise PropertyNotImplementedError(
+                "stress needs a cell periodic in all three directions and a radius backbone")
+        if self.atoms.pbc.all() and not self.full_graph:
+            energy, forces, stress = self.objective.predict_with_stress(self.backbone, batch)
+            s = stress[0].cpu().numpy().astype(np.float64)
+            self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # Voigt
+        else:
+            energy, forces = self.objective.predict(self.backbone, batch)
+        self.results.update({"energy": float(energy[0]),
+                             "forces": forces.cpu().numpy().astype(np.float64)})

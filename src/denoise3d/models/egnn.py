@@ -143,6 +143,8 @@ class EGNN(nn.Module):
     edge layer: same parameters, same outputs, slower.
     """
 
+    full_graph = True  # needs the batch's fully connected graph (no periodic cells)
+
     def __init__(self, hidden: int = 128, layers: int = 7, num_rbf: int = 0, cutoff: float = 5.0,
                  n_edge_types: int = N_EDGE_TYPES, max_z: int = MAX_Z, factorised: bool = True):
         super().__init__()
@@ -164,6 +166,8 @@ class EGNN(nn.Module):
 
     def forward(self, batch, d2: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """``(s, None)``; ``d2`` (n_edges, 1) replaces :func:`squared_distances` of ``batch.pos``."""
+        batch.require_full_graph("EGNN", "its messages run over every pair of atoms of one molecule "
+                                 "(3D-EMGP), which a periodic cell or a large system does not have")
         if batch.edge_type.numel() and int(batch.edge_type.max()) >= self.n_edge_types:
             # the factorised lookup would silently read another atom's row, so fail loudly
             raise ValueError(f"edge_type {int(batch.edge_type.max())} out of range for "

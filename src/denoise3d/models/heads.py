@@ -126,6 +126,38 @@ def energy_and_forces(backbone: nn.Module, head: EnergyHead, batch, create_graph
     return energy, -grad, s
 
 
+def strained(batch, strain: torch.Tensor):
+    """``batch`` under the homogeneous deformation ``x ↦ x (I + ε)``, ``cell ↦ cell (I + ε)`` with
+    ``ε = (strain + strainᵀ) / 2`` (n_graphs, 3, 3) per structure (rows are vectors, as ``pos``
+    and ``cell``); at ``strain = 0`` nothing moves but ``∂E/∂strain`` is the virial."""
+    eps = 0.5 * (strain + strain.transpose(1, 2))  # (g, 3, 3) symmetric
+    pos = batch.pos + torch.einsum("ni,nij->nj", batch.pos, eps.index_select(0, batch.batch))
+    cell = batch.cell + torch.bmm(batch.cell, eps) if batch.cell is not None else None
+    return batch.replace(pos=pos, cell=cell)
+
+
+def energy_forces_stress(backbone: nn.Module, head: nn.Module, batch, create_graph: bool = False):
+    """Energy (n_graphs,) eV, forces ``−∂E/∂pos`` (n_atoms, 3) eV/Å and stress (n_graphs, 3, 3)
+    eV/Å³, ``σ = (1/V) ∂E/∂ε`` at ε = 0 (:func:`strained`; ASE's sign: positive under tension),
+    then the node features ``s``. Every structure needs a cell of nonzero volume
+    (``batch.cell``, all three directions periodic); a ValueError otherwise.
+    """
+    if batch.pbc is None or not bool(batch.pbc.all()):
+        raise ValueError("stress needs periodic structures (a cell, pbc in all three directions)")
+    volume = torch.linalg.det(batch.cell.to(torch.float64)).abs()  # (g,) Å³
+    if bool((volume < 1e-9).any()):
+        raise ValueError("stress needs a cell of nonzero volume")
+    pos = batch.pos.detach().requires_grad_(True)
+    strain = torch.zeros(batch.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device,
+                         requires_grad=True)
+    b = strained(batch.replace(pos=pos), strain)
+    s, _ = backbone(b)
+    energy = head(s, b)
+    grad, virial = torch.autograd.grad(energy.sum(), (pos, strain), create_graph=create_graph)
+    stress = virial.to(volume.dtype) / volume.view(-1, 1, 1)
+    return energy, -grad, stress, s
+
+
 def forces_from_squared_distances(backbone: nn.Module, head: EnergyHead, batch,
                                   create_graph: bool = False):
     """:func:`energy_and_forces` for a backbone that reads geometry only as ``d²_ij`` per edge.
@@ -201,6 +233,10 @@ class VectorHead(nn.Module):
 
     def from_edges(self, s: torch.Tensor, batch) -> torch.Tensor:
         """Coordinate-update readout over ``batch.edge_index`` -> (n_atoms, 3)."""
+        batch.require_full_graph("the edge readout of a vector head (for backbones without vector "
+                                 "features)", "it runs over every pair of a molecule; use a "
+                                 "backbone with vector features (painn, torchmd_et) or "
+                                 "noisy_nodes_vector=gradient")
         i, j = batch.edge_index
         diff = batch.pos.index_select(0, i) - batch.pos.index_select(0, j)  # (E, 3)
         d = safe_norm(diff, dim=-1, keepdim=True)  # (E, 1), Å; finite gradient at d = 0

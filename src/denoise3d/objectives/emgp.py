@@ -130,7 +130,12 @@ class EMGP(nn.Module):
         noisy = langevin_riemann(pos, batch.batch, batch.num_graphs, sigma, self.langevin_steps)
         return noisy, levels
 
+    periodic = False  # the Riemann-Gaussian assumes the whole system can rotate
+    periodic_reason = ("3D-EMGP's Riemann-Gaussian noise assumes the whole system can rotate, "
+                       "which a crystal cannot; pretrain periodic data with objective denoise")
+
     def forward(self, backbone: nn.Module, batch):
+        batch.require_full_graph("3D-EMGP", self.periodic_reason)
         noisy, levels = self.corrupt(batch)
         return self.loss_from_noisy(backbone, batch, noisy, levels)
 

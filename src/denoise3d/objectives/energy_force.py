@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from denoise3d.models.heads import AtomwiseEnergyHead, EnergyHead, energy_and_forces
+from denoise3d.models.heads import (AtomwiseEnergyHead, EnergyHead, energy_and_forces,
+                                    energy_forces_stress)
 
 HEADS = ("atomwise", "mlp_of_sum")
 
@@ -64,6 +65,13 @@ class EnergyForceRegression(nn.Module):
         if not create_graph:
             energy, forces = energy.detach(), forces.detach()
         return energy, forces
+
+    def predict_with_stress(self, backbone: nn.Module, batch):
+        """(E (n_graphs,) eV, F (n_atoms, 3) eV/Å, σ (n_graphs, 3, 3) eV/Å³), detached; every
+        structure periodic in all directions (:func:`~denoise3d.models.heads.energy_forces_stress`)."""
+        with torch.enable_grad():
+            energy, forces, stress, _ = energy_forces_stress(backbone, self.energy, batch)
+        return energy.detach(), forces.detach(), stress.detach()
 
     def errors(self, backbone: nn.Module, batch, create_graph: bool = False):
         """Absolute errors |E − E*| (n_graphs,) eV and |F − F*| (n_atoms, 3) eV/Å."""

@@ -12,7 +12,8 @@ import torch
 from denoise3d.data.batch import Batch, Molecule, collate
 from denoise3d.data.elements import atomic_number
 
-__all__ = ["MOLECULES", "molecule", "fixture_molecules", "molecule_batch", "labelled_frames"]
+__all__ = ["MOLECULES", "molecule", "fixture_molecules", "molecule_batch", "labelled_frames",
+           "water_box"]
 
 # name -> (element symbols, positions in Å)
 MOLECULES: dict[str, tuple[str, list[list[float]]]] = {
@@ -66,6 +67,31 @@ def fixture_molecules(names=None) -> list[Molecule]:
 def molecule_batch(mols=None, dtype: torch.dtype = torch.float64) -> Batch:
     """``collate`` the molecules (default: all fixtures) and convert to ``dtype``."""
     return collate(fixture_molecules() if mols is None else mols).to(dtype=dtype)
+
+
+def water_box(n: int = 2, spacing: float = 3.1, seed: int = 0, tilt: float = 0.3) -> Molecule:
+    """A periodic box of n³ water molecules (the fixture's QM9 water, randomly rotated, on a grid
+    ``spacing`` Å apart, then wrapped into the cell): a slightly triclinic cell (``tilt`` Å of the
+    second lattice vector along x), pbc in all directions. With the default 2³ = 8 molecules the
+    cell (6.2 Å) is shorter than twice a 5 Å cutoff, so atoms see several images of each other."""
+    from denoise3d.testing.physics import random_rotation
+
+    rng = np.random.default_rng(seed)
+    water = molecule("water")
+    centred = water.pos - water.pos.mean(axis=0)
+    g = torch.Generator().manual_seed(seed)
+    z, pos = [], []
+    for a in range(n):
+        for b in range(n):
+            for c in range(n):
+                rot = random_rotation(n=1, generator=g)[0].numpy()
+                pos.append(centred @ rot.T + spacing * np.array([a, b, c]) + rng.normal(0, 0.05, 3))
+                z.append(water.z)
+    cell = np.diag([spacing * n] * 3)
+    cell[1, 0] = tilt
+    pos = np.concatenate(pos)
+    frac = np.linalg.solve(cell.T, pos.T).T % 1.0  # wrap: some molecules cross the boundary
+    return Molecule(z=np.concatenate(z), pos=frac @ cell, cell=cell, pbc=np.ones(3, bool))
 
 
 def labelled_frames(n_per=6, seed=0):

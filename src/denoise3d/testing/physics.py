@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from denoise3d.data.batch import PER_ATOM_TARGETS, Batch, Molecule, collate
-from denoise3d.models.heads import EnergyHead, energy_and_forces
-from denoise3d.testing.molecules import fixture_molecules
+from denoise3d.models.heads import AtomwiseEnergyHead, EnergyHead, energy_and_forces, energy_forces_stress, strained
+from denoise3d.testing.molecules import fixture_molecules, water_box
 
 __all__ = [
     "assert_factorised_matches_reference",
@@ -148,6 +148,7 @@ class BackbonePhysicsTests:
     fd_step = 1e-4
     n_fd_coords = 24
     seed = 0
+    periodic = True  # radius backbones; False: periodic input must be refused (EGNN)
 
     def make_backbone(self) -> nn.Module:
         raise NotImplementedError("a BackbonePhysicsTests subclass must define make_backbone()")
@@ -271,6 +272,136 @@ class BackbonePhysicsTests:
         (forces.square().sum() + energy.sum()).backward()
         for name, p in backbone.named_parameters():
             assert p.grad is None or torch.isfinite(p.grad).all(), f"non-finite gradient: {name}"
+
+    # -- periodic structures (issue 18)
+    def _periodic(self, mols):
+        """(backbone, atomwise energy head, batch) of periodic structures in the bonded form,
+        float64."""
+        torch.manual_seed(self.seed)
+        backbone = self.make_backbone().to(torch.float64).eval()
+        batch = collate(mols, graph="bonded").to(dtype=torch.float64)
+        batch = batch.replace(  # full precision (collate stores float32): images differ by exact lattice vectors
+            pos=torch.from_numpy(np.concatenate([np.asarray(m.pos, np.float64) for m in mols])),
+            cell=torch.from_numpy(np.stack([np.zeros((3, 3)) if m.cell is None else
+                                            np.asarray(m.cell, np.float64) for m in mols])))
+        # the extensive head (Σ_i e(s_i)): the one for periodic systems, and supercells add up
+        head = AtomwiseEnergyHead(backbone(batch)[0].shape[-1]).to(torch.float64).eval()
+        return backbone, head, batch
+
+    def _refused(self) -> bool:
+        """For a backbone without periodic support: a one-line error on a periodic box."""
+        if self.periodic:
+            return False
+        backbone = self.make_backbone().to(torch.float64).eval()
+        batch = collate([water_box()], graph="bonded").to(dtype=torch.float64)
+        try:
+            backbone(batch)
+        except ValueError as e:
+            assert "periodic" in str(e) and "\n" not in str(e)
+            return True
+        raise AssertionError("a backbone with periodic = False accepted a periodic box")
+
+    def test_bonded_form_equals_full_graph(self):
+        """Molecules: the bonded form (linear, used for large structures) gives what the full
+        graph gives."""
+        if self._refused():
+            return
+        backbone, head, mols, batch = self._setup()
+        bonded = collate(mols, graph="bonded").to(dtype=torch.float64)
+        ref, out = evaluate(backbone, head, batch), evaluate(backbone, head, bonded)
+        assert_close_scaled(out["energy"], ref["energy"], self.rtol, "bonded-form energy")
+        assert_close_scaled(out["forces"], ref["forces"], self.rtol, "bonded-form forces")
+
+    def test_periodic_images_and_wrapping(self):
+        """Moving atoms by lattice vectors (another image of the same crystal) changes nothing."""
+        if self._refused():
+            return
+        box = water_box()
+        backbone, head, batch = self._periodic([box])
+        ref = evaluate(backbone, head, batch)
+        assert ref["forces"].abs().max() > 0
+        lattice = np.random.default_rng(self.seed).integers(-2, 3, size=(len(box.z), 3))
+        moved = Molecule(z=box.z, pos=box.pos + lattice @ box.cell, cell=box.cell, pbc=box.pbc)
+        out = evaluate(backbone, head, self._periodic([moved])[2])
+        assert_close_scaled(out["energy"], ref["energy"], self.rtol, "energy under re-wrapping")
+        assert_close_scaled(out["forces"], ref["forces"], self.rtol, "forces under re-wrapping")
+
+    def test_periodic_rotation_and_translation(self):
+        """Rotating positions and cell together, and translating the positions: E invariant,
+        forces rotate."""
+        if self._refused():
+            return
+        box = water_box()
+        backbone, head, batch = self._periodic([box])
+        ref = evaluate(backbone, head, batch)
+        rot = random_rotation(generator=self._generator()).numpy()
+        turned = Molecule(z=box.z, pos=box.pos @ rot.T + np.array([0.3, -1.7, 2.2]),
+                          cell=box.cell @ rot.T, pbc=box.pbc)
+        out = evaluate(backbone, head, self._periodic([turned])[2])
+        assert_close_scaled(out["energy"], ref["energy"], self.rtol, "periodic energy invariance")
+        assert_close_scaled(out["forces"], ref["forces"] @ torch.from_numpy(rot).T, self.rtol,
+                            "periodic force equivariance")
+
+    def test_supercell_energy_per_atom(self):
+        """A 2×2×1 supercell has 4× the energy of its cell and the same forces on each copy."""
+        if self._refused():
+            return
+        box = water_box()
+        backbone, head, batch = self._periodic([box])
+        ref = evaluate(backbone, head, batch)
+        n = len(box.z)
+        shifts = np.array([[a, b, 0] for a in range(2) for b in range(2)])
+        big = Molecule(z=np.tile(box.z, 4),
+                       pos=np.concatenate([box.pos + s @ box.cell for s in shifts]),
+                       cell=box.cell * np.array([[2.0], [2.0], [1.0]]), pbc=box.pbc)
+        out = evaluate(backbone, head, self._periodic([big])[2])
+        assert_close_scaled(out["energy"] / 4, ref["energy"], self.rtol, "supercell energy / 4")
+        assert_close_scaled(out["forces"], ref["forces"].repeat(4, 1), self.rtol, "supercell forces")
+
+    def test_periodic_forces_and_stress_match_finite_differences(self):
+        """F = −∂E/∂x and σ = (1/V) ∂E/∂ε against central differences in float64, with a
+        molecule in the same batch (no cross-talk: it has no stress, so it is batched alone)."""
+        if self._refused():
+            return
+        box = water_box(tilt=0.4)
+        backbone, head, batch = self._periodic([box])
+        energy, forces, stress, _ = energy_forces_stress(backbone, head, batch)
+        assert stress.abs().max() > 0
+        ref = evaluate(backbone, head, batch)
+        assert_close_scaled(forces, ref["forces"], self.rtol, "forces of the stress path")
+
+        def e(b):
+            with torch.no_grad():
+                return head(backbone(b)[0], b).sum()
+
+        h, g = self.fd_step, self._generator()
+        for _ in range(4):
+            u = torch.randn(batch.pos.shape, dtype=torch.float64, generator=g)
+            fd = (e(batch.replace(pos=batch.pos + h * u)) - e(batch.replace(pos=batch.pos - h * u))) / (2 * h)
+            analytic = -(forces * u).sum()
+            assert abs(float(fd - analytic)) <= self.fd_rtol * max(float(analytic.abs()),
+                                                                   float(forces.abs().max()))
+        volume = float(torch.linalg.det(batch.cell[0]).abs())
+        for a, b in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (2, 0)]:
+            unit = torch.zeros(1, 3, 3, dtype=torch.float64)
+            unit[0, a, b] = 1.0  # strained() symmetrises: dE/dh = V σ_ab
+            fd = (e(strained(batch, h * unit)) - e(strained(batch, -h * unit))) / (2 * h) / volume
+            analytic = float(stress[0, a, b])
+            assert abs(float(fd) - analytic) <= self.fd_rtol * float(stress.abs().max()), \
+                f"stress {a}{b}: finite difference {float(fd):.8e} vs autograd {analytic:.8e}"
+
+    def test_periodic_batch_equals_single_structures(self):
+        """A periodic box and a molecule in one batch: each as alone (no cross-talk)."""
+        if self._refused():
+            return
+        mols = [water_box(), self.make_molecules()[2], water_box(seed=1, tilt=0.0)]
+        backbone, head, batch = self._periodic(mols)
+        ref = evaluate(backbone, head, batch)
+        for g, mol in enumerate(mols):
+            one = evaluate(backbone, head, self._periodic([mol])[2])
+            atoms = batch.batch == g
+            assert_close_scaled(one["energy"], ref["energy"][g:g + 1], self.rtol, "batched energy")
+            assert_close_scaled(one["forces"], ref["forces"][atoms], self.rtol, "batched forces")
 
     def test_batch_equals_single_molecules(self):
         backbone, head, mols, batch = self._setup()

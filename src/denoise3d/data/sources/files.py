@@ -65,12 +65,22 @@ class Files(Source):
         scalars = [s for s in specs if s.per == "structure"]
         forces = any(s.per == "atom" for s in specs)
 
+        first = next(records, None)  # a periodic first frame: the cache stores cells
+        cells = first is not None and first[6] is not None
+
         def fill(writer):
-            for z, pos, values, f, name, smiles in records:
-                writer.add(z, pos, values, f, names=name, smiles=smiles)
+            for z, pos, values, f, name, smiles, cell, pbc in ([first] if first else []):
+                writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
+            for z, pos, values, f, name, smiles, cell, pbc in records:
+                if (cell is not None) != cells:
+                    raise ValueError(f"{name}: {'not ' if cells else ''}periodic, unlike the first "
+                                     f"structure; keep periodic and molecular data in separate "
+                                     f"datasets")
+                writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
 
         arrays, manifest = stream_or_open(
             root / f"files-{digest}", source, fill, n_targets=len(scalars), forces=forces,
+            cells=cells,
             meta={"dataset": "files", "target_names": [s.name for s in scalars],
                   "target_units": [s.unit for s in scalars]}, strings=("names", "smiles"))
         return MolecularDataset.from_manifest(arrays, manifest, root / f"files-{digest}")

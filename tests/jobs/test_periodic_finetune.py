@@ -1,0 +1,114 @@
+"""Periodic labelled data end to end (issue 18): GFN2-xTB labels of a water box through
+`data xtb-label`, an extxyz with Lattice / pbc read as a periodic dataset, fine-tuning a radius
+backbone, then the calculator (energy, forces, stress) from the checkpoint; EGNN and 3D-EMGP are
+refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from denoise3d.cli import main
+from denoise3d.config import load_config
+from denoise3d.data.sources import load_data
+from denoise3d.testing.molecules import molecule
+
+
+def small_box(k: int) -> Atoms:
+    """Two waters in a 4.6 Å cell, displaced by frame: wrapped across the boundary."""
+    rng = np.random.default_rng(k)
+    w = molecule("water")
+    pos = np.concatenate([w.pos - w.pos.mean(0), w.pos - w.pos.mean(0) + [2.3, 2.3, 2.3]])
+    pos = pos + rng.normal(0, 0.04, pos.shape) - [0.4, 0.4, 0.4]
+    atoms = Atoms(numbers=np.tile(w.z, 2), positions=pos, cell=np.eye(3) * 4.6, pbc=True)
+    atoms.wrap()
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory):
+    import ase.io
+
+    root = tmp_path_factory.mktemp("pbc")
+    ase.io.write(root / "boxes.extxyz", [small_box(k) for k in range(8)])
+    assert main(["data", "xtb-label", str(root / "boxes.extxyz"), "--out",
+                 str(root / "labelled.extxyz"), "--quiet"]) == 0
+    return root / "labelled.extxyz"
+
+
+def test_labelled_periodic_frames_are_read_with_their_cells(boxes, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(boxes, ":")
+    assert len(frames) == 8 and frames[0].pbc.all() and frames[0].get_stress().shape == (6,)
+    cfg = load_config("configs/finetune/forcefield_cpu.yaml",
+                      [f"data.path={boxes}", f"data.cache_dir={tmp_path}", "data.split_by=structure"])
+    ds, split = load_data(cfg.data)
+    assert ds.has_cells and len(ds) == 8
+    m = ds.molecule(3)
+    np.testing.assert_allclose(m.cell, frames[3].cell.array)
+    batch = ds.batch([0, 3])
+    assert batch.periodic and not batch.full_graph and batch.cell.shape == (2, 3, 3)
+    assert int((batch.edge_type == 0).sum()) == 2 * 2 * 4  # 4 O-H bonds per frame, both ways
+    assert bool(batch.edge_shift.any())  # some bond goes through an image
+
+
+def test_finetune_a_radius_backbone_on_periodic_frames(boxes, tmp_path, capsys):
+    from denoise3d.md.calculator import Denoise3DCalculator
+
+    out = tmp_path / "ff"
+    common = [f"data.path={boxes}", "data.split_by=structure", "model.hidden=16",
+              "model.layers=2", "data.batch_size=4", "train.epochs=2", "train.threads=1",
+              f"data.cache_dir={tmp_path}"]
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", *common,
+                 "model.backbone=painn", "model.num_rbf=null", f"train.out={out}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_force_mae_meV_A"])
+    import ase.io
+
+    atoms = ase.io.read(boxes, 0)
+    calc = Denoise3DCalculator(out / "finetune.pt", dtype="float64")
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_stress().shape == (6,)
+    capsys.readouterr()
+    bad = tmp_path / "egnn"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", *common,
+                 f"train.out={bad}"]) != 0
+    err = capsys.readouterr().err
+    assert "periodic structures" in err and "radius backbone" in err and not bad.exists()
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_periodic_and_molecular_frames_do_not_mix(boxes, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(boxes, ":")
+    mol = frames[1].copy()
+    mol.pbc = False
+    mol.calc = frames[1].calc
+    ase.io.write(tmp_path / "mixed.extxyz", [frames[0], mol])
+    cfg = load_config("configs/finetune/forcefield_cpu.yaml",
+                      [f"data.path={tmp_path / 'mixed.extxyz'}", f"data.cache_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="not periodic, unlike the first structure"):
+        load_data(cfg.data)
+
+
+def test_denoising_pretrains_on_periodic_frames_and_3d_emgp_refuses(boxes, tmp_path, capsys):
+    """Zaidi et al.'s Gaussian denoising on periodic cells (a radius backbone with vector
+    features); 3D-EMGP's rotation-based noise is refused before anything is written."""
+    common = ["data.dataset=structures", f"data.path={boxes}", f"data.cache_dir={tmp_path}",
+              "model.backbone=painn", "model.hidden=16", "model.layers=2", "data.batch_size=4",
+              "train.max_steps=2", "train.threads=1"]
+    out = tmp_path / "pre"
+    assert main(["pretrain", "configs/pretrain/zaidi_denoise_cpu.yaml", *common,
+                 "model.iterations=null", "model.mlp_hidden=null", f"train.out={out}"]) == 0
+    assert (out / "pretrain.pt").is_file()
+    capsys.readouterr()
+    bad = tmp_path / "emgp"
+    assert main(["pretrain", "configs/pretrain/emgp_cpu.yaml", *common, f"train.out={bad}"]) != 0
+    err = capsys.readouterr().err
+    assert "3D-EMGP" in err and "rotate" in err and not bad.exists()
