@@ -177,7 +177,7 @@ class Denoise3DCalculator(Calculator):
         if want_stress and not (self.atoms.pbc.all() and not self.full_graph):
             raise PropertyNotImplementedError(
                 "stress needs a cell periodic in all three directions and a radius backbone")
-        if self.atoms.pbc.all() and not self.full_graph:
+        if want_stress:
             energy, forces, stress = self.objective.predict_with_stress(self.backbone, batch)
             s = stress[0].cpu().numpy().astype(np.float64)
             self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # Voigt
