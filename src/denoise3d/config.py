@@ -100,6 +100,7 @@ class FinetuneConfig:
     task: str = "property"  # property (one label, finetune.target) | energy_force (E and F = -dE/dx)
     energy_weight: float = 0.2  # energy_force loss weights (3D-EMGP App. B.2)
     force_weight: float = 0.8
+    stress_weight: float = 0.0  # energy_force: weight of L1(σ) / scale for periodic data with stress labels
     # Noisy Nodes (Zaidi et al. Table 4): X̃ = X + σε in training, plus weight × denoising MSE
     noisy_nodes_weight: float = 0.0  # 0 = off; 0.01 in the Zaidi fine-tuning recipe
     noisy_nodes_sigma: float = 0.05  # Å
@@ -276,6 +277,7 @@ RULES = [
     ("train.grad_clip", lambda v: v is None or v > 0, "> 0 or null"),
     ("train.ema_decay", lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
     ("data.batch_size", lambda v: v >= 1, ">= 1"),
+    ("finetune.stress_weight", lambda v: v >= 0, ">= 0"),
     ("data.max_train", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.epoch_size", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.max_valid", lambda v: v is None or v >= 1, ">= 1 or null"),

@@ -112,3 +112,31 @@ def test_denoising_pretrains_on_periodic_frames_and_3d_emgp_refuses(boxes, tmp_p
     assert main(["pretrain", "configs/pretrain/emgp_cpu.yaml", *common, f"train.out={bad}"]) != 0
     err = capsys.readouterr().err
     assert "3D-EMGP" in err and "rotate" in err and not bad.exists()
+
+
+def test_stress_labels_train_the_stress(boxes, tmp_path, capsys):
+    """finetune.stress_weight: the xTB stress (extxyz calculator results) is a label; the loss and
+    the metrics include it; molecular data with stress_weight is a one-line error."""
+    out = tmp_path / "stress"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={boxes}",
+                 "data.split_by=structure", "model.hidden=16", "model.layers=2",
+                 "data.batch_size=4", "train.epochs=2", "train.threads=1",
+                 f"data.cache_dir={tmp_path}", "model.backbone=schnet", "model.num_rbf=null",
+                 "finetune.stress_weight=0.5", f"train.out={out}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_stress_mae_GPa"]) and m["test_stress_mae_GPa"] > 0
+    assert "stress_mae_meV_A3" in (out / "log.csv").read_text().splitlines()[0]
+    from denoise3d.jobs.energy_force import load_force_field
+
+    _, _, objective, _ = load_force_field(out / "finetune.pt")
+    assert objective.stress_weight == 0.5 and float(objective.stress_scale) > 0
+    capsys.readouterr()
+    from denoise3d.testing.molecules import labelled_frames
+    import ase.io
+
+    ase.io.write(tmp_path / "mols.extxyz", labelled_frames(n_per=3))
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={tmp_path / 'mols.extxyz'}", "data.split_by=structure",
+                 f"data.cache_dir={tmp_path}", "finetune.stress_weight=0.5",
+                 f"train.out={tmp_path / 'bad'}"]) != 0
+    assert "needs periodic structures with stress labels" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from denoise3d.data.elements import MAX_Z, Z_OF
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.skeleton import Job, evaluation_run
-from denoise3d.objectives.energy_force import EnergyForceRegression
+from denoise3d.objectives.energy_force import STRESS_LABELS, EnergyForceRegression
 from denoise3d.train.checkpoint import CheckpointError, load_state
 from denoise3d.train.evaluate import force_field_errors
 from denoise3d.units import EV_MEV, KCALMOL_EV
@@ -35,7 +35,13 @@ def report(errors: dict[str, float], prefix: str = "") -> dict[str, float]:
         if key in errors:
             out[f"{prefix}{name}_kcal_mol{unit}"] = errors[key] / KCALMOL_EV
             out[f"{prefix}{name}_meV{unit}"] = errors[key] * EV_MEV
+    if "stress_mae" in errors:  # eV/Å³ -> meV/Å³ and GPa
+        out[f"{prefix}stress_mae_meV_A3"] = errors["stress_mae"] * EV_MEV
+        out[f"{prefix}stress_mae_GPa"] = errors["stress_mae"] * EV_A3_GPA
     return out
+
+
+EV_A3_GPA = 160.21766208  # 1 eV/Å³ in GPa
 
 
 def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
@@ -74,20 +80,39 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
         raise ConfigError(f"{where}finetune.task=energy_force needs energies and forces: {hint}")
     idx = np.asarray(train_idx)
     e = ds.target("energy")[idx]
+    stress = {}
+    if cfg.finetune.stress_weight > 0:
+        missing = [k for k in STRESS_LABELS if k not in ds.target_names]
+        if not getattr(ds, "has_cells", False) or missing:
+            raise ConfigError(f"finetune.stress_weight={cfg.finetune.stress_weight} needs periodic "
+                              f"structures with stress labels (ASE's calculator stress, read as "
+                              f"{', '.join(STRESS_LABELS)}); "
+                              + ("the data is not periodic" if not getattr(ds, "has_cells", False)
+                                 else f"missing {', '.join(missing)}"))
+        if not bool(np.all(ds.arrays["pbc"][idx])):
+            raise ConfigError("finetune.stress_weight needs every training structure periodic in "
+                              "all three directions")
+        values = np.stack([ds.target(k)[idx] for k in STRESS_LABELS])
+        stress = {"stress_scale": float(np.sqrt(np.mean(values ** 2))) or 1.0}
     if cfg.finetune.energy_head == "mlp_of_sum":
         std = float(e.std()) if len(e) > 1 and e.std() > 0 else 1.0
-        return EnergyForceRegression(cfg.model.hidden, **params(cfg), mean=float(e.mean()), std=std)
+        return EnergyForceRegression(cfg.model.hidden, **params(cfg), mean=float(e.mean()), std=std,
+                                     **stress)
     e0 = fit_e0(ds, idx, cfg.finetune.e0)
     residual = e - ds.per_molecule_sum(e0, idx)
     std = float(residual.std()) if len(e) > 1 and residual.std() > 0 else 1.0
     forces = np.asarray(ds.batch(idx[:2000], targets=["forces"]).targets["forces"], np.float64)
     scale = float(np.sqrt(np.mean(forces ** 2))) if forces.size and np.any(forces) else 1.0
-    return EnergyForceRegression(cfg.model.hidden, **params(cfg), std=std, scale=scale, e0=e0)
+    return EnergyForceRegression(cfg.model.hidden, **params(cfg), std=std, scale=scale, e0=e0,
+                                 **stress)
 
 
 def params(cfg: Config) -> dict:
-    return {"energy_weight": cfg.finetune.energy_weight, "force_weight": cfg.finetune.force_weight,
-            "head": cfg.finetune.energy_head}
+    out = {"energy_weight": cfg.finetune.energy_weight, "force_weight": cfg.finetune.force_weight,
+           "head": cfg.finetune.energy_head}
+    if cfg.finetune.stress_weight > 0:  # absent from older checkpoints: 0
+        out["stress_weight"] = cfg.finetune.stress_weight
+    return out
 
 
 def baselines(ds, train_idx, test_idx) -> dict[str, float]:

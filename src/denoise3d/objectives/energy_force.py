@@ -5,7 +5,7 @@ Two energy heads (``head``):
     atomwise:     E = scale · Σ_i e(s_i) + Σ_i E0[z_i]      (eV; AtomwiseEnergyHead, extensive)
     mlp_of_sum:   E = std · MLP(Σ_i s_i) + mean            (eV; EnergyHead, 3D-EMGP Eq. 2)
     F = −∂E/∂X                                             (eV/Å; autograd, ``create_graph`` in training)
-    L = λ_E · mean|E − E*| / std + λ_F · mean|F − F*| / std
+    L = λ_E · mean|E − E*| / std + λ_F · mean|F − F*| / std  [+ λ_σ · mean|σ − σ*| / σ_scale]
 
 ``atomwise`` is extensive (two molecules far apart on a radius backbone add up) and fits any mix
 of compositions: E0 from the training split (least squares), ``scale`` the RMS of its force
@@ -16,6 +16,11 @@ For both, ``std`` is the training split's std of E − Σ E0 (one molecule: of E
 Adam a constant factor on the loss changes nothing but the effective ε, and dividing by ``std``
 makes the loss unit-free like the other objectives. Force errors are per Cartesian component
 (MD17's convention).
+
+Periodic data with stress labels (``stress[0]`` ... ``stress[5]``: ASE's Voigt order xx, yy, zz,
+yz, xz, xy, eV/Å³, as ASE writes a calculator's stress) can also train the stress
+``σ = (1/V) ∂E/∂ε`` (:func:`~denoise3d.models.heads.energy_forces_stress`) with
+``stress_weight`` λ_σ > 0; ``stress_scale`` is the RMS of the training stress components.
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ class EnergyForceRegression(nn.Module):
 
     def __init__(self, hidden: int, energy_weight: float = 0.2, force_weight: float = 0.8,
                  mean: float = 0.0, std: float = 1.0, head: str = "mlp_of_sum",
-                 scale: float = 1.0, e0=None):
+                 scale: float = 1.0, e0=None, stress_weight: float = 0.0, stress_scale: float = 1.0):
         super().__init__()
         if std <= 0:
             raise ValueError(f"energy std must be > 0, got {std}")
         if head not in HEADS:
             raise ValueError(f"unknown energy head {head!r} (known: {', '.join(HEADS)})")
         self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)
+        self.stress_weight = float(stress_weight)
+        if self.stress_weight > 0:  # a buffer only then: checkpoints without stress load as before
+            self.register_buffer("stress_scale", torch.tensor(float(stress_scale), dtype=torch.float64))
         self.kind = head
         self.head = EnergyHead(hidden) if head == "mlp_of_sum" else AtomwiseEnergyHead(hidden, scale, e0)
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))  # eV
@@ -82,8 +90,39 @@ class EnergyForceRegression(nn.Module):
         """The weighted, standardised loss from the two mean absolute errors."""
         return (self.energy_weight * energy_mae + self.force_weight * force_mae) / self.std
 
+    def stress_errors(self, backbone: nn.Module, batch, create_graph: bool = False):
+        """|E − E*| (n_graphs,) eV, |F − F*| (n_atoms, 3) eV/Å and |σ − σ*| (n_graphs, 6) eV/Å³
+        (Voigt) of periodic structures with stress labels."""
+        with torch.enable_grad():
+            energy, forces, stress, _ = energy_forces_stress(backbone, self.energy, batch,
+                                                             create_graph)
+        if not create_graph:
+            energy, forces, stress = energy.detach(), forces.detach(), stress.detach()
+        voigt = stress[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # (g, 6)
+        return ((energy - batch.targets["energy"]).abs(), (forces - batch.targets["forces"]).abs(),
+                (voigt - stress_targets(batch).to(voigt.dtype)).abs())
+
     def forward(self, backbone: nn.Module, batch):
-        e_err, f_err = self.errors(backbone, batch, self.training and torch.is_grad_enabled())
+        create = self.training and torch.is_grad_enabled()
+        if self.stress_weight > 0:
+            e_err, f_err, s_err = self.stress_errors(backbone, batch, create)
+        else:
+            e_err, f_err = self.errors(backbone, batch, create)
         loss = self.combine(e_err.mean(), f_err.mean())
-        return loss, {"energy_mae_meV": float(e_err.detach().mean()) * 1000.0,
-                      "force_mae_meV_A": float(f_err.detach().mean()) * 1000.0}
+        logs = {"energy_mae_meV": float(e_err.detach().mean()) * 1000.0,
+                "force_mae_meV_A": float(f_err.detach().mean()) * 1000.0}
+        if self.stress_weight > 0:
+            loss = loss + self.stress_weight * s_err.mean() / self.stress_scale
+            logs["stress_mae_meV_A3"] = float(s_err.detach().mean()) * 1000.0
+        return loss, logs
+
+
+STRESS_LABELS = tuple(f"stress[{k}]" for k in range(6))  # ASE's Voigt stress as the reader splits it
+
+
+def stress_targets(batch) -> torch.Tensor:
+    """The batch's stress labels (n_graphs, 6), eV/Å³, Voigt; a KeyError naming what is missing."""
+    missing = [k for k in STRESS_LABELS if k not in batch.targets]
+    if missing:
+        raise KeyError(f"no stress labels in the batch (missing {', '.join(missing)})")
+    return torch.stack([batch.targets[k] for k in STRESS_LABELS], dim=1)

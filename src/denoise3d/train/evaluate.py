@@ -64,19 +64,28 @@ def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
     autograd, so no ``no_grad`` here)."""
     backbone.eval()
     objective.eval()
-    e_sum = e_atom_sum = f_sum = f_sq = 0.0
+    e_sum = e_atom_sum = f_sum = f_sq = s_sum = 0.0
     n_graphs = n_components = 0
+    stress = getattr(objective, "stress_weight", 0.0) > 0
     for batch in _bar(eval_shard(loader)):
         batch = batch.to(device)
-        e_err, f_err = objective.errors(backbone, batch)
+        if stress:
+            e_err, f_err, s_err = objective.stress_errors(backbone, batch)
+            s_sum += float(s_err.double().sum())
+        else:
+            e_err, f_err = objective.errors(backbone, batch)
         e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
         e_atom_sum += float((e_err / batch.natoms.to(e_err.dtype)).sum())
         f_sq += float(f_err.double().square().sum())
         n_graphs, n_components = n_graphs + e_err.numel(), n_components + f_err.numel()
-    e_sum, f_sum, e_atom_sum, f_sq, n_graphs, n_components = all_reduce_sums(
-        [e_sum, f_sum, e_atom_sum, f_sq, n_graphs, n_components])
+    e_sum, f_sum, e_atom_sum, f_sq, s_sum, n_graphs, n_components = all_reduce_sums(
+        [e_sum, f_sum, e_atom_sum, f_sq, s_sum, n_graphs, n_components])
     e_mae, f_mae = e_sum / max(n_graphs, 1), f_sum / max(n_components, 1)
     loss = float(objective.combine(torch.tensor(e_mae), torch.tensor(f_mae)))
-    return {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss,
-            "energy_mae_per_atom": e_atom_sum / max(n_graphs, 1),
-            "force_rmse": (f_sq / max(n_components, 1)) ** 0.5}
+    out = {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss,
+           "energy_mae_per_atom": e_atom_sum / max(n_graphs, 1),
+           "force_rmse": (f_sq / max(n_components, 1)) ** 0.5}
+    if stress:  # stress MAE per Voigt component, eV/Å³; in the loss as in training
+        out["stress_mae"] = s_sum / max(6 * n_graphs, 1)
+        out["loss"] = loss + objective.stress_weight * out["stress_mae"] / float(objective.stress_scale)
+    return out
