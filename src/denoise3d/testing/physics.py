@@ -343,20 +343,19 @@ class BackbonePhysicsTests:
                             "periodic force equivariance")
 
     def test_supercell_energy_per_atom(self):
-        """A 2×2×1 supercell has 4× the energy of its cell and the same forces on each copy."""
+        """A 2×2×2 supercell has 8× the energy of its cell and the same forces on each copy."""
         if self._refused():
             return
         box = water_box()
         backbone, head, batch = self._periodic([box])
         ref = evaluate(backbone, head, batch)
-        n = len(box.z)
-        shifts = np.array([[a, b, 0] for a in range(2) for b in range(2)])
-        big = Molecule(z=np.tile(box.z, 4),
+        shifts = np.array([[a, b, c] for a in range(2) for b in range(2) for c in range(2)])
+        big = Molecule(z=np.tile(box.z, 8),
                        pos=np.concatenate([box.pos + s @ box.cell for s in shifts]),
-                       cell=box.cell * np.array([[2.0], [2.0], [1.0]]), pbc=box.pbc)
+                       cell=box.cell * 2.0, pbc=box.pbc)
         out = evaluate(backbone, head, self._periodic([big])[2])
-        assert_close_scaled(out["energy"] / 4, ref["energy"], self.rtol, "supercell energy / 4")
-        assert_close_scaled(out["forces"], ref["forces"].repeat(4, 1), self.rtol, "supercell forces")
+        assert_close_scaled(out["energy"] / 8, ref["energy"], self.rtol, "supercell energy / 8")
+        assert_close_scaled(out["forces"], ref["forces"].repeat(8, 1), self.rtol, "supercell forces")
 
     def test_periodic_forces_and_stress_match_finite_differences(self):
         """F = −∂E/∂x and σ = (1/V) ∂E/∂ε against central differences in float64, with a
