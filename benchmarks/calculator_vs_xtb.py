@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=7)
+    p.add_argument("--device", default="cpu", help="the calculator's device: cpu, cuda, cuda:N")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import numpy as np
@@ -66,7 +67,7 @@ def main() -> None:
     ds = load_md17(data)
     mol = ds.molecule(0)
     z, pos0 = np.asarray(mol.z), np.asarray(mol.pos, dtype=np.float64)
-    ours = Denoise3DCalculator(ckpt)
+    ours = Denoise3DCalculator(ckpt, device=args.device)
     xtb = TBLite(method="GFN2-xTB", verbosity=0)
     rng = np.random.default_rng(0)
     times = {"denoise3d": [], "xtb": []}
@@ -76,7 +77,7 @@ def main() -> None:
             atoms.calc = calc
             t0 = time.perf_counter()
             atoms.get_potential_energy()
-            f = atoms.get_forces()
+            f = atoms.get_forces()  # a numpy array: the device's work is done
             t1 = time.perf_counter()
             assert f.shape == (len(z), 3) and np.isfinite(f).all()
             if i >= args.warmup:
@@ -84,7 +85,8 @@ def main() -> None:
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     print(f"aspirin ({len(z)} atoms), energy+forces per call, {args.threads} thread(s) "
           f"(torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}), "
-          f"{args.calls} interleaved calls each after {args.warmup} warm-up; checkpoint {ckpt}")
+          f"{args.calls} interleaved calls each after {args.warmup} warm-up; checkpoint {ckpt}; "
+          f"denoise3d on {args.device}")
     for k, v in med.items():
         print(f"  {k:10s} median {v:7.2f} ms/call (min {min(times[k]) * 1000:.2f}, "
               f"max {max(times[k]) * 1000:.2f})")

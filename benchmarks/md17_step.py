@@ -42,7 +42,8 @@ def aspirin_trajectory(path: str | None = None) -> str:
 
 
 def build_trainer(data: str, hidden: int, layers: int, batch: int, threads: int,
-                  out: str = "/tmp/denoise3d-bench-md17"):
+                  out: str = "/tmp/denoise3d-bench-md17", device: str = "cpu",
+                  precision: str = "fp32"):
     """(cfg, trainer, training loader) as the energy_force job builds them."""
     from denoise3d.config import load_config
     from denoise3d.data.batching import loader as make_loader
@@ -54,7 +55,8 @@ def build_trainer(data: str, hidden: int, layers: int, batch: int, threads: int,
                       [f"data.path={data}", f"model.hidden={hidden}", f"model.layers={layers}",
                        f"data.batch_size={batch}", f"train.threads={threads}",
                        f"data.train_frames={batch * 2}", "data.valid_frames=20",
-                       f"train.out={out}"])
+                       f"train.out={out}", f"train.device={device}",
+                       f"train.precision={precision}"])
     seed_everything(cfg.train.seed, cfg.train.threads)
     job = energy_force.build(cfg)
     ds, split = job.dataset, job.split
@@ -80,18 +82,25 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=7)
+    p.add_argument("--device", default="cpu", help="train.device: cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = p.parse_args()
     data = aspirin_trajectory(args.data)
     cfg, ds, trainer, loader = build_trainer(data, args.hidden, args.layers, args.batch,
-                                             args.threads)
+                                             args.threads, device=args.device,
+                                             precision=args.precision)
     import torch
+
+    from common import synchronize
 
     times = []
     it = batches(loader)
     for i in range(args.warmup + args.steps):
-        batch = next(it)
+        batch = next(it).to(trainer.device)
+        synchronize(trainer.device)
         t0 = time.perf_counter()
         trainer.train_step(batch)
+        synchronize(trainer.device)
         t1 = time.perf_counter()
         if i >= args.warmup:
             times.append(t1 - t0)
@@ -99,7 +108,9 @@ def main() -> None:
     fps = args.batch / med
     print(f"{data}: {ds.meta.get('name', '?')} ({batch.num_atoms // batch.num_graphs} atoms), "
           f"EGNN {args.layers}x{args.hidden}, energy+force step, batch {args.batch} frames, "
-          f"{torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup} warm-up")
+          + (f"{torch.get_num_threads()} threads" if trainer.device.type == "cpu" else
+             f"{trainer.device} ({torch.cuda.get_device_name(trainer.device)}), {args.precision}")
+          + f", {args.steps} timed steps after {args.warmup} warm-up")
     print(f"median step {med * 1000:.1f} ms (min {min(times) * 1000:.1f}, max "
           f"{max(times) * 1000:.1f})  ->  {fps:.1f} frames/s, x{fps / OFFICIAL_FPS:.2f} the "
           f"official 3D-EMGP code ({OFFICIAL_FPS:.0f} frames/s)")

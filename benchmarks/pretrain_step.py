@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import add_model_arguments, pretraining_data, pretraining_trainer
+from common import add_model_arguments, pretraining_data, pretraining_trainer, synchronize
 
 
 def check_against_reference(trainer, batch, cfg) -> None:
@@ -50,18 +50,23 @@ def main() -> None:
     it = iter(loader)
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = next(it).to(trainer.device)
+        synchronize(trainer.device)
         t1 = time.perf_counter()
         trainer.train_step(batch)
+        synchronize(trainer.device)
         t2 = time.perf_counter()
         if i >= args.warmup:
             times.append(t2 - t1)
             load_times.append(t1 - t0)
             atoms.append(batch.num_atoms / batch.num_graphs)
     med = statistics.median(times)
-    check_against_reference(trainer, batch, cfg)
+    if trainer.device.type == "cpu":
+        check_against_reference(trainer, batch, cfg)
+    where = (f"{args.threads} threads" if trainer.device.type == "cpu" else
+             f"{trainer.device} ({__import__('torch').cuda.get_device_name(trainer.device)}), {args.precision}")
     print(f"EGNN {args.layers}x{args.hidden}, EFP+INP, batch {args.batch} QM9 molecules "
-          f"({statistics.mean(atoms):.1f} atoms/molecule), {args.threads} threads")
+          f"({statistics.mean(atoms):.1f} atoms/molecule), {where}")
     print(f"median step {med * 1000:.1f} ms  ->  {args.batch / med:.1f} molecules/s "
           f"(batch loading {statistics.median(load_times) * 1000:.2f} ms, "
           f"{100 * statistics.median(load_times) / med:.1f}% of a step)")
