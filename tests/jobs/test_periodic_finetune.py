@@ -140,3 +140,111 @@ def test_stress_labels_train_the_stress(boxes, tmp_path, capsys):
                  f"data.cache_dir={tmp_path}", "finetune.stress_weight=0.5",
                  f"train.out={tmp_path / 'bad'}"]) != 0
     assert "needs periodic structures with stress labels" in capsys.readouterr().err
+
+
+def test_predict_keeps_the_cell_and_matches_the_calculator(boxes, tmp_path, capsys):
+    """`predict` on periodic frames: the calculator's energy, forces and stress, cells kept; an
+    EGNN checkpoint refuses them (found from outside: predict used to drop the cell)."""
+    import ase.io
+
+    from denoise3d.md.calculator import Denoise3DCalculator
+
+    out = tmp_path / "ff"
+    common = [f"data.path={boxes}", "data.split_by=structure", "model.hidden=16",
+              "model.layers=2", "data.batch_size=4", "train.max_steps=3", "train.threads=1",
+              f"data.cache_dir={tmp_path}"]
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", *common,
+                 "model.backbone=schnet", "model.num_rbf=null", f"train.out={out}"]) == 0
+    assert main(["predict", str(out / "finetune.pt"), str(boxes), "--out",
+                 str(tmp_path / "pred.extxyz")]) == 0
+    pred = ase.io.read(tmp_path / "pred.extxyz", ":")
+    frames = ase.io.read(boxes, ":")
+    calc = Denoise3DCalculator(out / "finetune.pt")
+    for p, f in zip(pred[:3], frames[:3]):
+        assert p.pbc.all() and np.allclose(p.cell.array, f.cell.array)
+        f.calc = calc
+        assert p.get_potential_energy() == pytest.approx(f.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(p.get_forces(), f.get_forces(), atol=1e-4)
+        np.testing.assert_allclose(p.get_stress(), f.get_stress(), atol=1e-5)
+    egnn = tmp_path / "egnn"
+    import ase
+
+    mols = [ase.Atoms(numbers=f.numbers, positions=f.positions) for f in frames]
+    for m, f in zip(mols, frames):
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        m.calc = SinglePointCalculator(m, energy=f.get_potential_energy(), forces=f.get_forces())
+    ase.io.write(tmp_path / "mols.extxyz", mols)
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={tmp_path / 'mols.extxyz'}", *common[1:], f"train.out={egnn}"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(egnn / "finetune.pt"), str(boxes), "--out",
+                 str(tmp_path / "bad.extxyz")]) != 0
+    assert "not defined for periodic structures" in capsys.readouterr().err
+    assert not (tmp_path / "bad.extxyz").exists()
+
+
+def test_objectives_that_need_a_molecule_are_refused_before_writing(boxes, tmp_path, capsys):
+    """Denoising with a direct vector head on a backbone without vector features (the edge
+    readout) and position prediction (a centroid target) are refused on periodic data, with the
+    fix named, before the output folder exists."""
+    common = ["data.dataset=structures", f"data.path={boxes}", f"data.cache_dir={tmp_path}",
+              "data.batch_size=4", "train.max_steps=2", "train.threads=1"]
+    for config, extra, words in [
+            ("zaidi_denoise_cpu.yaml", ["model.backbone=gns", "model.hidden=16", "model.layers=1",
+                                        "model.iterations=1", "model.mlp_hidden=16"],
+             "set vector: gradient"),
+            ("pospred_cpu.yaml", ["model.backbone=painn", "model.hidden=16", "model.layers=2"],
+             "centroid")]:
+        out = tmp_path / config
+        assert main(["pretrain", f"configs/pretrain/{config}", *common, *extra,
+                     f"train.out={out}"]) != 0
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # after the cache's build lines
+        assert last.startswith("denoise3d: error:") and words in last and not out.exists(), last
+
+
+def test_bad_periodic_files_are_one_line_errors_naming_the_frame(boxes, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(boxes, ":")
+    flat = frames[2].copy()
+    flat.calc = frames[2].calc
+    flat.cell[2] = 0.0
+    ase.io.write(tmp_path / "flat.extxyz", [frames[0], frames[1], flat])
+    mol = frames[1].copy()
+    mol.calc = frames[1].calc
+    mol.pbc = False
+    ase.io.write(tmp_path / "mixed.extxyz", [frames[0], mol])
+    for name, words in (("flat.extxyz", "frame 2: pbc=.* no length in a periodic direction"),
+                        ("mixed.extxyz", "frame 1: not periodic, unlike the first structure")):
+        cfg = load_config("configs/finetune/forcefield_cpu.yaml",
+                          [f"data.path={tmp_path / name}", f"data.cache_dir={tmp_path}"])
+        with pytest.raises(ValueError, match=words) as e:
+            load_data(cfg.data)
+        assert "\n" not in str(e.value)
+
+
+def test_large_structures_sum_their_energy_in_float64():
+    """Found from outside: a float32 sum of thousands of atom energies was off by ~1 eV. Two
+    far-apart halves of a 3,000-atom cluster now add up in float32 too."""
+    from denoise3d.data.batch import Molecule, collate
+    from denoise3d.models import build_backbone
+    from denoise3d.models.heads import AtomwiseEnergyHead
+
+    torch.manual_seed(0)
+    backbone = build_backbone("schnet", hidden=16, layers=1, cutoff=4.0, num_rbf=8)
+    head = AtomwiseEnergyHead(16, scale=1.0)
+    w = molecule("water")
+    grid = np.stack(np.meshgrid(*[np.arange(10)] * 3, indexing="ij"), -1).reshape(-1, 3) * 3.1
+    pos = np.concatenate([w.pos + g for g in grid])
+    z = np.tile(w.z, len(grid))
+
+    def energy(p):
+        batch = collate([Molecule(z=z[:len(p)], pos=p)], graph="bonded")
+        with torch.no_grad():
+            return float(head(backbone(batch)[0], batch)[0])
+
+    half = len(pos) // 2
+    far = pos.copy()
+    far[half:] += 1000.0
+    assert energy(far) == pytest.approx(energy(pos[:half]) + energy(pos[half:]), abs=2e-3)

@@ -88,9 +88,7 @@ class Batch:
     def require_full_graph(self, who: str, why: str) -> None:
         """A one-line ValueError unless this is a batch of whole molecules on the full graph."""
         if self.periodic:
-            raise ValueError(f"{who} is not defined for periodic structures: {why}; use a radius "
-                             f"backbone (schnet, painn, torchmd_et, gns) and an objective that "
-                             f"allows cells (denoise, energy/forces, properties)")
+            raise ValueError(f"{who} is not defined for periodic structures: {why}")
         if not self.full_graph:
             raise ValueError(f"{who} needs the fully connected graph of each molecule (this batch "
                              f"has the bonded form for large structures): {why}")

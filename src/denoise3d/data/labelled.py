@@ -116,7 +116,7 @@ def _scalar(value) -> bool:
         return False
 
 
-def _from_atoms(atoms, name: str) -> LabelledStructure:
+def _from_atoms(atoms, name: str, where: str | None = None) -> LabelledStructure:
     values = {}
     results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
     values.update({k: v for k, v in results.items()})
@@ -125,8 +125,8 @@ def _from_atoms(atoms, name: str) -> LabelledStructure:
     per_atom = {k for k in results if k in PER_ATOM_RESULTS} | set(atoms.arrays)
     periodic = bool(atoms.pbc.any())
     if periodic and atoms.cell.rank < int(atoms.pbc.sum()):
-        raise ValueError(f"{name}: pbc={atoms.pbc.tolist()} but the cell has no length in a "
-                         f"periodic direction")
+        raise ValueError(f"{where or name}: pbc={atoms.pbc.tolist()} but the cell has no length "
+                         f"in a periodic direction")
     return LabelledStructure(np.asarray(atoms.numbers), np.asarray(atoms.positions), values, name,
                              str(atoms.info.get("smiles", "")), frozenset(per_atom),
                              np.array(atoms.cell.array) if periodic else None,
@@ -146,7 +146,7 @@ def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
 
         try:
             for k, atoms in enumerate(ase.io.iread(path, index=":")):
-                yield _from_atoms(atoms, f"{path.name}:{k}")
+                yield _from_atoms(atoms, f"{path.name}:{k}", f"{path}: frame {k}")
         except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
             if isinstance(e, ValueError) and str(e).startswith(str(path)):
                 raise
@@ -156,7 +156,7 @@ def read_frames(path: Path, smiles_column: str = "smiles", conformers: int = 1,
 
         with ase.db.connect(path) as db:
             for row in db.select():
-                s = _from_atoms(row.toatoms(), str(row.get("name", row.id)))
+                s = _from_atoms(row.toatoms(), str(row.get("name", row.id)), f"{path}: row {row.id}")
                 s.values.update(row.key_value_pairs)
                 yield s
     elif suffix in SDF_SUFFIXES:
@@ -330,6 +330,10 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
             frame = "record" if file_suffix(f) in SDF_SUFFIXES else "frame"
             for k, s in enumerate(read_frames(f, *csv_options)):
                 where = f"{f}: {frame} {k}"
+                if (s.cell is None) != (first.cell is None):
+                    raise ValueError(f"{where}: {'not ' if first.cell is not None else ''}periodic, "
+                                     f"unlike the first structure ({files[0]}); keep periodic and "
+                                     f"molecular data in separate datasets")
                 z, pos = checked(s.z, s.pos, where)
                 values, forces = label_values(s, specs, where)
                 yield z, pos, values, forces, s.name, s.smiles, s.cell, s.pbc

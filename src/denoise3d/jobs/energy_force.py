@@ -84,7 +84,8 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
     if cfg.finetune.stress_weight > 0:
         missing = [k for k in STRESS_LABELS if k not in ds.target_names]
         if not getattr(ds, "has_cells", False) or missing:
-            raise ConfigError(f"finetune.stress_weight={cfg.finetune.stress_weight} needs periodic "
+            raise ConfigError(f"{cfg.data.path or cfg.data.dataset}: finetune.stress_weight="
+                              f"{cfg.finetune.stress_weight} needs periodic "
                               f"structures with stress labels (ASE's calculator stress, read as "
                               f"{', '.join(STRESS_LABELS)}); "
                               + ("the data is not periodic" if not getattr(ds, "has_cells", False)
@@ -181,7 +182,9 @@ def build(cfg: Config) -> Job:
                params={OBJECTIVE: params(cfg)}, dataset=ds, split=split,
                labels={k: ds.labels[k] for k in ("energy", "forces")},
                domain=checkpoint.training_domain(ds, split["train"]),
-               announce=f"fine-tuning energy + forces of {ds.meta.get('name', cfg.data.path)} "
+               announce=f"fine-tuning energy + forces"
+                        + (" + stress" if cfg.finetune.stress_weight > 0 else "")
+                        + f" of {ds.meta.get('name', cfg.data.path)} "
                         + (f"({ds.meta['theory']}) " if ds.meta.get("theory") else "")
                         + f"on {len(split['train'])} frames, "
                         f"{init_text}{head_text}",

@@ -3,7 +3,9 @@
 A force field gives each structure's energy (eV) and forces (eV/Å); a property model its label
 in the label's internal unit (eV for energies). Structures come from any structure file the
 readers know (xyz, extxyz, SDF, ASE db, a directory; :mod:`denoise3d.data.readers`); bonds (hop
-types) are perceived per structure. Output by suffix: ``.extxyz`` (ASE: energy and forces as the
+types) are perceived per structure, by the minimum image for a periodic cell (radius backbones
+only: EGNN refuses one in one line); a force field also gives the stress (eV/Å³, Voigt) of a
+cell periodic in all directions, and the extxyz output keeps the cell. Output by suffix: ``.extxyz`` (ASE: energy and forces as the
 frame's calculator results, properties in ``info``, units in ``info["units"]``) or ``.csv`` (one
 row per structure; column names carry the unit; forces are not written to CSV). Structures with
 an element absent from the training data are refused, as in ``evaluate``.
@@ -36,9 +38,16 @@ def predictor(ckpt: checkpoint.Checkpoint):
         _, backbone, objective = force_field_from(ckpt)
 
         def run(batch):
-            energy, forces = objective.predict(backbone, batch)
+            if batch.pbc is not None and bool(batch.pbc.all()):
+                energy, forces, stress = objective.predict_with_stress(backbone, batch)
+                voigt = stress[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].double().cpu()
+                extra = {"stress": list(voigt)}
+            else:
+                energy, forces = objective.predict(backbone, batch)
+                extra = {"stress": [None] * batch.num_graphs}
             return {"energy": energy.tolist(),
-                    "forces": list(torch.split(forces.double().cpu(), batch.natoms.tolist()))}
+                    "forces": list(torch.split(forces.double().cpu(), batch.natoms.tolist())),
+                    **extra}
 
         return (backbone, objective), run, {"energy": "eV", "forces": "eV/Å"}
     from denoise3d.jobs.property import model_from
@@ -70,16 +79,25 @@ def predict(path, structures, out, allow_unseen: bool = False, batch_size: int =
         raise ValueError(f"{structures}: no structures")
     counts = np.stack([np.bincount(r.z, minlength=MAX_Z + 1) for r in records])
     checkpoint.Domain.of(ckpt, allow_unseen).check(counts, str(structures))
+    periodic = [r.cell is not None for r in records]
+    full = bool(getattr(models[0], "full_graph", False))
+    if any(periodic) and full:
+        first = records[periodic.index(True)].name
+        raise ValueError(f"{structures}: {first} is periodic, and {type(models[0]).__name__} is "
+                         f"not defined for periodic structures (it runs over every pair of atoms of "
+                         f"one molecule); use a radius backbone's checkpoint")
     dev = resolve_device(device)
     for model in models:
         model.to(dev)
     t0 = time.perf_counter()
-    values: dict[str, list] = {k: [] for k in units}
+    values: dict[str, list] = {}
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        batch = collate([Molecule(r.z, r.pos, hop_matrix(r.z, r.pos)) for r in chunk]).to(dev)
+        mols = [Molecule(r.z, r.pos, None if r.cell is not None else hop_matrix(r.z, r.pos),
+                         cell=r.cell, pbc=r.pbc) for r in chunk]
+        batch = collate(mols, graph="full" if full else "bonded").to(dev)
         for k, v in run(batch).items():
-            values[k] += v
+            values.setdefault(k, []).extend(v)
     seconds = time.perf_counter() - t0
     _write(out, records, values, units)
     rate = len(records) / max(seconds, 1e-9)
@@ -107,13 +125,15 @@ def _write(out: Path, records, values: dict, units: dict) -> None:
 
         frames = []
         for i, r in enumerate(records):
-            atoms = Atoms(numbers=r.z, positions=r.pos)
+            atoms = Atoms(numbers=r.z, positions=r.pos, cell=r.cell, pbc=r.pbc)
             atoms.info["units"] = ",".join(f"{k}:{u or 'unitless'}" for k, u in units.items())
             if r.name:  # an empty value would break the extxyz comment line
                 atoms.info["name"] = r.name
             if "forces" in units:
-                atoms.calc = SinglePointCalculator(atoms, energy=values["energy"][i],
-                                                   forces=values["forces"][i].numpy())
+                stress = values.get("stress", [None] * len(records))[i]
+                atoms.calc = SinglePointCalculator(
+                    atoms, energy=values["energy"][i], forces=values["forces"][i].numpy(),
+                    **({"stress": stress.numpy()} if stress is not None else {}))
             else:
                 atoms.info.update({k: v[i] for k, v in values.items()})
             frames.append(atoms)

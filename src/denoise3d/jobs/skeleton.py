@@ -112,10 +112,19 @@ def check_periodic(cfg: Config, job: Job) -> None:
         raise ConfigError(f"{where}: model.backbone={cfg.model.backbone} is defined on the fully "
                           f"connected graph of a molecule (3D-EMGP); use a radius backbone "
                           f"(schnet, painn, torchmd_et, gns)")
+    from denoise3d.models.heads import VectorHead
+
     for name, (_, objective) in job.objectives.items():
         if not getattr(objective, "periodic", True):
             raise ConfigError(f"{where}: the objective {name} is not defined for periodic "
                               f"structures: {objective.periodic_reason}")
+        edge_readout = any(isinstance(m, VectorHead) for m in objective.modules())
+        if edge_readout and not getattr(job.backbone, "vector_features", False):
+            raise ConfigError(
+                f"{where}: the objective {name} predicts vectors directly, and "
+                f"model.backbone={cfg.model.backbone} has no vector features, so the head would "
+                f"read every pair of a molecule; set vector: gradient in the objective's entry "
+                f"(finetune.noisy_nodes_vector=gradient for Noisy Nodes), or use painn / torchmd_et")
 
 
 # keys a resumed run may change: how long and where it runs, not what it trains

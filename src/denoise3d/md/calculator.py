@@ -151,7 +151,7 @@ class Denoise3DCalculator(Calculator):
         if periodic and self.full_graph:
             raise ValueError(f"Denoise3DCalculator: {type(self.backbone).__name__} is not defined "
                              f"for periodic structures (it runs over every pair of atoms of one "
-                             f"molecule); fine-tune a radius backbone (schnet, painn, torchmd_et) "
+                             f"molecule); fine-tune a radius backbone (schnet, painn, torchmd_et, gns) "
                              f"for periodic cells")
         topo = self.current_topology(atoms)
         if self.full_graph:

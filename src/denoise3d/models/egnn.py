@@ -167,7 +167,8 @@ class EGNN(nn.Module):
     def forward(self, batch, d2: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """``(s, None)``; ``d2`` (n_edges, 1) replaces :func:`squared_distances` of ``batch.pos``."""
         batch.require_full_graph("EGNN", "its messages run over every pair of atoms of one molecule "
-                                 "(3D-EMGP), which a periodic cell or a large system does not have")
+                                 "(3D-EMGP), which a periodic cell or a large system does not "
+                                 "have; use a radius backbone (schnet, painn, torchmd_et, gns)")
         if batch.edge_type.numel() and int(batch.edge_type.max()) >= self.n_edge_types:
             # the factorised lookup would silently read another atom's row, so fail loudly
             raise ValueError(f"edge_type {int(batch.edge_type.max())} out of range for "

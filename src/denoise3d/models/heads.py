@@ -60,8 +60,9 @@ class AtomwiseEnergyHead(nn.Module):
         self.register_buffer("e0", ref.to(torch.float64))
 
     def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
-        atomic = self.mlp(s).squeeze(-1)  # (n_atoms,)
-        learned = scatter_sum(atomic, batch.batch, batch.num_graphs).double() * self.scale
+        atomic = self.mlp(s).squeeze(-1).double()  # (n_atoms,); the sum in float64: thousands
+        # of float32 atom energies would lose ~1 eV of a large structure's total (issue 18)
+        learned = scatter_sum(atomic, batch.batch, batch.num_graphs) * self.scale
         return learned + scatter_sum(self.e0[batch.z], batch.batch, batch.num_graphs)
 
 
@@ -234,9 +235,9 @@ class VectorHead(nn.Module):
     def from_edges(self, s: torch.Tensor, batch) -> torch.Tensor:
         """Coordinate-update readout over ``batch.edge_index`` -> (n_atoms, 3)."""
         batch.require_full_graph("the edge readout of a vector head (for backbones without vector "
-                                 "features)", "it runs over every pair of a molecule; use a "
-                                 "backbone with vector features (painn, torchmd_et) or "
-                                 "noisy_nodes_vector=gradient")
+                                 "features)", "it runs over every pair of a molecule; set the "
+                                 "objective's vector: gradient (finetune.noisy_nodes_vector="
+                                 "gradient for Noisy Nodes) or use painn / torchmd_et")
         i, j = batch.edge_index
         diff = batch.pos.index_select(0, i) - batch.pos.index_select(0, j)  # (E, 3)
         d = safe_norm(diff, dim=-1, keepdim=True)  # (E, 1), Å; finite gradient at d = 0

@@ -74,6 +74,8 @@ class PaiNNUpdate(nn.Module):
 class PaiNN(nn.Module):
     """PaiNN backbone: ``forward(batch) -> (s (n, F), v (n, 3, F))``."""
 
+    vector_features = True  # forward returns (s, v): vector heads read v, not the edges
+
     def __init__(self, hidden: int = 128, layers: int = 7, cutoff: float = 5.0, num_rbf: int = 20,
                  edge_types: bool = True, max_z: int = MAX_Z):
         super().__init__()

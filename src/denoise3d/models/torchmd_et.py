@@ -98,6 +98,8 @@ class EquivariantAttention(nn.Module):
 class TorchMDET(nn.Module):
     """TorchMD-ET backbone: ``forward(batch) -> (s (n, F), v (n, 3, F))``."""
 
+    vector_features = True  # forward returns (s, v): vector heads read v, not the edges
+
     def __init__(self, hidden: int = 128, layers: int = 7, cutoff: float = 5.0, num_rbf: int = 50,
                  edge_types: bool = True, num_heads: int = 8, max_z: int = MAX_Z):
         super().__init__()

@@ -68,6 +68,10 @@ class PosPred(nn.Module):
         moved = torch.where(mask.unsqueeze(-1), mu[batch.batch], batch.pos)  # (n_atoms, 3)
         return batch.replace(pos=moved), mask
 
+    periodic = False  # the centroid target depends on how the atoms happen to be wrapped
+    periodic_reason = ("position prediction's target is relative to the centroid of the structure, "
+                       "which a periodic cell does not define; use objective denoise")
+
     def forward(self, backbone: nn.Module, batch):
         moved, mask = self.corrupt(batch)
         return self.loss_from_moved(backbone, batch, moved, mask)
