@@ -124,5 +124,9 @@ def test_npt_and_nve_of_a_periodic_box(radius_field, box_atoms, tmp_path):
                  temperature=300, thermostat="nve", interval=10, progress=False)
     assert calc.perceived == 1 and nve["total_energy_max_deviation_eV"] < 1e-4  # eV; forces ~0.3 eV/Å
     assert np.isfinite(nve["total_energy_drift_meV_per_atom_per_ps"])
+    nvt = run_md(box_atoms, calc, tmp_path / "nvt.extxyz", steps=20, timestep=0.5,
+                 temperature=300, thermostat="langevin", interval=10, progress=False)
+    assert nvt["frames"] == 3 and nvt["total_energy_drift_meV_per_atom_per_ps"] is None
+    assert ase.io.read(tmp_path / "nvt.extxyz", -1).pbc.all()
     with pytest.raises(ValueError, match="periodic in all three"):
         run_md(Atoms(numbers=[8, 1, 1], positions=box_atoms.positions[:3]), calc, tmp_path / "x.extxyz", steps=1, thermostat="npt", progress=False)
