@@ -53,7 +53,12 @@ def _search(cutoff: float, pos: torch.Tensor, box: torch.Tensor, periodic: torch
     key = (float(cutoff), pos.device)
     if key not in _LISTS:
         _LISTS[key] = NeighborList(cutoff=float(cutoff), full_list=True, n_threads=1)
-    i, j, s = _LISTS[key].compute(pos, box, periodic, "ijS")
+    try:
+        i, j, s = _LISTS[key].compute(pos, box, periodic, "ijS")
+    except RuntimeError:  # a device vesin cannot search on: search on the CPU, move the pairs
+        if pos.device.type == "cpu":
+            raise
+        i, j, s = (t.to(pos.device) for t in _search(cutoff, pos.cpu(), box.cpu(), periodic.cpu()))
     return i.long(), j.long(), s.long()
 
 
