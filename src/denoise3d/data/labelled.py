@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from denoise3d.data.readers import (DB_SUFFIXES, SDF_SUFFIXES, XYZ_SUFFIXES, checked,
-                                    file_suffix, read_sdf_molecules, rdkit_structure,
+                                    file_suffix, periodic_cell, read_sdf_molecules, rdkit_structure,
                                     structure_files)
 from denoise3d.data.storage import HOP_SETTINGS, fingerprint_files
 
@@ -123,14 +123,9 @@ def _from_atoms(atoms, name: str, where: str | None = None) -> LabelledStructure
     values.update({k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")})
     values.update(atoms.info)
     per_atom = {k for k in results if k in PER_ATOM_RESULTS} | set(atoms.arrays)
-    periodic = bool(atoms.pbc.any())
-    if periodic and atoms.cell.rank < int(atoms.pbc.sum()):
-        raise ValueError(f"{where or name}: pbc={atoms.pbc.tolist()} but the cell has no length "
-                         f"in a periodic direction")
     return LabelledStructure(np.asarray(atoms.numbers), np.asarray(atoms.positions), values, name,
                              str(atoms.info.get("smiles", "")), frozenset(per_atom),
-                             np.array(atoms.cell.array) if periodic else None,
-                             np.array(atoms.pbc) if periodic else None)
+                             *periodic_cell(atoms, where or name))
 
 
 PER_ATOM_RESULTS = {"forces", "charges", "magmoms", "energies", "stresses"}  # ASE's per-atom outputs

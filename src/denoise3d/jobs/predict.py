@@ -26,6 +26,7 @@ from denoise3d.data.bonds import hop_matrix
 from denoise3d.data.elements import MAX_Z
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.energy_force import force_field_from
+from denoise3d.models.heads import voigt
 from denoise3d.train.loop import resolve_device
 
 FORMATS = (".extxyz", ".csv")
@@ -40,8 +41,7 @@ def predictor(ckpt: checkpoint.Checkpoint):
         def run(batch):
             if batch.pbc is not None and bool(batch.pbc.all()):
                 energy, forces, stress = objective.predict_with_stress(backbone, batch)
-                voigt = stress[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].double().cpu()
-                extra = {"stress": list(voigt)}
+                extra = {"stress": list(voigt(stress).double().cpu())}
             else:
                 energy, forces = objective.predict(backbone, batch)
                 extra = {"stress": [None] * batch.num_graphs}

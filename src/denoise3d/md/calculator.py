@@ -31,6 +31,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from denoise3d.data.batch import Batch, Molecule, collate, hops_to_edge_type
 from denoise3d.data.bonds import BOND_FACTOR, bond_list, hops_from_bonds, pair_keys
 from denoise3d.data.elements import COVALENT_RADII
+from denoise3d.models.heads import voigt
 
 __all__ = ["Denoise3DCalculator"]
 
@@ -179,8 +180,7 @@ class Denoise3DCalculator(Calculator):
                 "stress needs a cell periodic in all three directions and a radius backbone")
         if want_stress:
             energy, forces, stress = self.objective.predict_with_stress(self.backbone, batch)
-            s = stress[0].cpu().numpy().astype(np.float64)
-            self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # Voigt
+            self.results["stress"] = voigt(stress[0]).cpu().numpy().astype(np.float64)
         else:
             energy, forces = self.objective.predict(self.backbone, batch)
         self.results.update({"energy": float(energy[0]),

@@ -137,6 +137,11 @@ def strained(batch, strain: torch.Tensor):
     return batch.replace(pos=pos, cell=cell)
 
 
+def voigt(stress: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) stress -> (..., 6) in ASE's Voigt order xx, yy, zz, yz, xz, xy."""
+    return stress[..., [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+
+
 def energy_forces_stress(backbone: nn.Module, head: nn.Module, batch, create_graph: bool = False):
     """Energy (n_graphs,) eV, forces ``−∂E/∂pos`` (n_atoms, 3) eV/Å and stress (n_graphs, 3, 3)
     eV/Å³, ``σ = (1/V) ∂E/∂ε`` at ε = 0 (:func:`strained`; ASE's sign: positive under tension),

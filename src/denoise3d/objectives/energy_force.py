@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from denoise3d.models.heads import (AtomwiseEnergyHead, EnergyHead, energy_and_forces,
-                                    energy_forces_stress)
+                                    energy_forces_stress, voigt)
 
 HEADS = ("atomwise", "mlp_of_sum")
 
@@ -98,9 +98,9 @@ class EnergyForceRegression(nn.Module):
                                                              create_graph)
         if not create_graph:
             energy, forces, stress = energy.detach(), forces.detach(), stress.detach()
-        voigt = stress[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # (g, 6)
+        s = voigt(stress)  # (g, 6)
         return ((energy - batch.targets["energy"]).abs(), (forces - batch.targets["forces"]).abs(),
-                (voigt - stress_targets(batch).to(voigt.dtype)).abs())
+                (s - stress_targets(batch).to(s.dtype)).abs())
 
     def forward(self, backbone: nn.Module, batch):
         create = self.training and torch.is_grad_enabled()

@@ -71,11 +71,7 @@ class Files(Source):
         def fill(writer):
             for z, pos, values, f, name, smiles, cell, pbc in ([first] if first else []):
                 writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
-            for z, pos, values, f, name, smiles, cell, pbc in records:
-                if (cell is not None) != cells:
-                    raise ValueError(f"{name}: {'not ' if cells else ''}periodic, unlike the first "
-                                     f"structure; keep periodic and molecular data in separate "
-                                     f"datasets")
+            for z, pos, values, f, name, smiles, cell, pbc in records:  # mixed: refused by records
                 writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
 
         arrays, manifest = stream_or_open(
