@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 
-def quick_checkpoint(data: str, hidden: int, layers: int, out: str) -> str:
+def quick_checkpoint(data: str, hidden: int, layers: int, out: str, backbone: str = "egnn") -> str:
     """One-epoch energy + force fine-tune on the trajectory; returns the checkpoint path."""
     path = Path(out) / "finetune.pt"
     if path.exists():
@@ -29,9 +29,11 @@ def quick_checkpoint(data: str, hidden: int, layers: int, out: str) -> str:
     from denoise3d.jobs.finetune import finetune
 
     cfg = load_config("configs/finetune/md17_cpu.yaml",
-                      [f"data.path={data}", f"model.hidden={hidden}", f"model.layers={layers}",
+                      [f"data.path={data}", f"model.backbone={backbone}",
+                       f"model.hidden={hidden}", f"model.layers={layers}",
                        "data.train_frames=100", "data.valid_frames=20", "data.max_test=20",
-                       "data.batch_size=50", "train.epochs=1", f"train.out={out}"])
+                       "data.batch_size=50", "train.epochs=1", f"train.out={out}",
+                       *([] if backbone == "egnn" else ["model.num_rbf=null"])])
     finetune(cfg)
     return str(path)
 

@@ -32,6 +32,8 @@ from denoise3d.data.batch import Batch, Molecule, collate, hops_to_edge_type
 from denoise3d.data.bonds import BOND_FACTOR, bond_list, hops_from_bonds, pair_keys
 from denoise3d.data.elements import COVALENT_RADII
 from denoise3d.models.heads import voigt
+from denoise3d.models.inference import ForceField
+from denoise3d.models.neighbours import OTHER, search_pairs
 
 __all__ = ["Denoise3DCalculator"]
 
@@ -91,13 +93,20 @@ class Denoise3DCalculator(Calculator):
 
     ``dtype`` "float32" (default) or "float64" (e.g. for finite-difference checks). ``model``:
     a ``(backbone, objective)`` pair to serve instead of a checkpoint (tests, notebooks).
+
+    ``compile`` (default True): energies and forces run as one compiled inference program
+    (:class:`~denoise3d.models.inference.ForceField`; ~30-60 s to compile on the first call,
+    then several times faster per call); False runs the same program eagerly. While the
+    topology is unchanged a call only searches neighbours (vesin) and looks their hop types up
+    in the cached topology: no batch is built. Stress runs on the eager path.
     """
 
     implemented_properties = ["energy", "forces", "stress"]
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu",
                  dtype: str | torch.dtype = "float32", model: tuple | None = None,
-                 allow_unseen_elements: bool = False, topology: str = "auto", **kwargs):
+                 allow_unseen_elements: bool = False, topology: str = "auto",
+                 compile: bool = True, **kwargs):
         super().__init__(**kwargs)
         if (checkpoint is None) == (model is None):
             raise ValueError("give either a checkpoint or model=(backbone, objective)")
@@ -119,6 +128,9 @@ class Denoise3DCalculator(Calculator):
         self.fixed = topology == "fixed"  # keep the first bond graph while the atoms are the same
         self.topology: Topology | None = None
         self.perceived = 0  # how many times the hop types were perceived (tests, diagnostics)
+        self.forcefield = ForceField(self.backbone, self.objective, compile=compile)
+        self._graph_of: tuple | None = None  # (topology, its tensors) for graph_inputs
+        self._atom_tensors: tuple | None = None  # (z, graph index, numbers) of the last atoms
 
     def reset_topology(self) -> None:
         """Perceive bonds again from the next structure."""
@@ -171,17 +183,70 @@ class Denoise3DCalculator(Calculator):
         batch = batch.to(self.device, self.dtype)
         return batch.replace(pos=torch.as_tensor(pos, dtype=self.dtype, device=self.device))
 
+    def graph_inputs(self, atoms, pos: torch.Tensor):
+        """``(edge_index, edge_type, offset)`` of ``atoms`` (:func:`denoise3d.models.inference.
+        graph_inputs`) from the cached topology: EGNN's full graph is kept while the topology is;
+        radius backbones search neighbours and look their hop types up in the topology's pairs."""
+        if self.atoms_periodic(atoms) and self.full_graph:
+            self.batch(atoms)  # the one-line refusal
+        topo = self.current_topology(atoms)
+        if self._graph_of is None or self._graph_of[0] is not topo:
+            i, j, shift, hop = topo.pairs
+            n = len(topo.z)
+            if self.full_graph:
+                ii, jj = np.nonzero(~np.eye(n, dtype=bool))  # block order: i, then j
+                edges = torch.from_numpy(np.stack([ii, jj])).to(self.device)
+                types = hops_to_edge_type(torch.from_numpy(topo.dense_hops()[ii, jj]))
+                cached = (edges, types.to(self.device))
+            else:  # keys are made per call: their reach must cover the neighbours' shifts
+                cached = tuple(torch.from_numpy(a).to(self.device) for a in (i, j, shift)) + (
+                    hops_to_edge_type(torch.from_numpy(hop.astype(np.int64))).to(self.device),
+                    int(np.abs(shift).max()) if len(shift) else 0, {})
+            self._graph_of = (topo, cached)
+        cached = self._graph_of[1]
+        if self.full_graph:
+            return cached[0], cached[1], pos.new_zeros(cached[0].shape[1], 3)
+        cell = torch.as_tensor(np.asarray(atoms.cell.array, np.float64), device=self.device)
+        pbc = torch.as_tensor(np.asarray(atoms.pbc, bool), device=self.device)
+        i, j, shift = search_pairs(self.backbone.cutoff, pos.detach().double(), cell, pbc)
+        offset = shift.to(pos.dtype) @ cell.to(pos.dtype)  # (E, 3) Å
+        pi, pj, ps, types, pair_reach, keys_by_reach = cached
+        edge_type = torch.full_like(i, OTHER)
+        if pi.numel():
+            reach = max(pair_reach, int(shift.abs().max()) if shift.numel() else 0)
+            if reach not in keys_by_reach:  # (keys sorted, their hop types)
+                keys, order = torch.sort(pair_keys(pi, pj, ps, len(atoms), reach))
+                keys_by_reach[reach] = (keys, types[order])
+            keys, sorted_types = keys_by_reach[reach]
+            wanted = pair_keys(i, j, shift, len(atoms), reach)
+            at = torch.searchsorted(keys, wanted).clamp(max=keys.numel() - 1)
+            edge_type = torch.where(keys[at] == wanted, sorted_types[at], edge_type)
+        return torch.stack([i, j]), edge_type, offset
+
+    @staticmethod
+    def atoms_periodic(atoms) -> bool:
+        return bool(np.asarray(atoms.pbc).any())
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        batch = self.batch(self.atoms)
         want_stress = "stress" in properties
         if want_stress and not (self.atoms.pbc.all() and not self.full_graph):
             raise PropertyNotImplementedError(
                 "stress needs a cell periodic in all three directions and a radius backbone")
         if want_stress:
+            batch = self.batch(self.atoms)
             energy, forces, stress = self.objective.predict_with_stress(self.backbone, batch)
             self.results["stress"] = voigt(stress[0]).cpu().numpy().astype(np.float64)
         else:
-            energy, forces = self.objective.predict(self.backbone, batch)
+            pos = torch.as_tensor(self.atoms.get_positions(), dtype=self.dtype, device=self.device)
+            edge_index, edge_type, offset = self.graph_inputs(self.atoms, pos)
+            n = len(self.atoms)
+            if self._atom_tensors is None or self._atom_tensors[0].shape[0] != n or not np.array_equal(
+                    self._atom_tensors[2], self.atoms.numbers):
+                z = torch.as_tensor(self.atoms.numbers.astype(np.int64), device=self.device)
+                self._atom_tensors = (z, torch.zeros(n, dtype=torch.long, device=self.device),
+                                      self.atoms.numbers.copy())
+            z, index, _ = self._atom_tensors
+            energy, forces = self.forcefield.run(pos, z, index, 1, edge_index, edge_type, offset)
         self.results.update({"energy": float(energy[0]),
                              "forces": forces.cpu().numpy().astype(np.float64)})

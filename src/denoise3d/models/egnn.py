@@ -56,6 +56,8 @@ gradient ``2(x_i − x_j) = 0``; no ``‖x_i‖² + ‖x_j‖² − 2 x_i·x_j``
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -119,6 +121,10 @@ class EGNNLayer(nn.Module):
         cat = torch.cat([h[edge_index[0]], h[edge_index[1]], r, onehot], dim=1)  # (E, 2H+R+T)
         return self.edge_mlp[0](cat)  # (E, H)
 
+    @torch.jit.unused
+    def _reference_messages(self, h, edge_index, edge_type, r):
+        return self.edge_mlp[1:](self.edge_input_reference(h, edge_index, edge_type, r))
+
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                 r: torch.Tensor, factorised: bool = True) -> torch.Tensor:
         """Updated node features (n_atoms, H) from h (n, H), edges (2, E), types (E,) and the
@@ -127,7 +133,7 @@ class EGNNLayer(nn.Module):
             a = self.edge_input(h, edge_index, edge_type, r)  # (E, H)
             m = silu(self.edge_mlp[2](silu(a)))  # (E, H)
         else:
-            m = self.edge_mlp[1:](self.edge_input_reference(h, edge_index, edge_type, r))
+            m = self._reference_messages(h, edge_index, edge_type, r)
         m = m * torch.sigmoid(self.gate(m))  # (E, H)
         agg = scatter_sum(m, edge_index[0], h.shape[0])  # (n, H)
         return h + self.node_mlp(torch.cat([h, agg], dim=1))  # (n, H)
@@ -164,6 +170,7 @@ class EGNN(nn.Module):
     #: w.r.t. ``d2``
     distance_input = True
 
+    @torch.jit.unused
     def forward(self, batch, d2: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """``(s, None)``; ``d2`` (n_edges, 1) replaces :func:`squared_distances` of ``batch.pos``."""
         batch.require_full_graph("EGNN", "its messages run over every pair of atoms of one molecule "
@@ -175,10 +182,23 @@ class EGNN(nn.Module):
                              f"n_edge_types={self.n_edge_types}")
         if d2 is None:
             d2 = squared_distances(batch.pos, batch.edge_index)  # (E, 1), Å²
+        return self.from_squared_distances(batch.z, batch.edge_index, batch.edge_type, d2)
+
+    def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                 vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(s, None)`` of the edges ``edge_index`` (2, E) of the full graph with hop types (E,)
+        and vectors ``vec = x_j − x_i`` (E, 3) Å (the radius backbones' signature; no checks)."""
+        return self.from_squared_distances(z, edge_index, edge_type,
+                                           vec.square().sum(dim=1, keepdim=True))
+
+    def from_squared_distances(self, z: torch.Tensor, edge_index: torch.Tensor,
+                               edge_type: torch.Tensor,
+                               d2: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(s, None)`` from the edges' squared distances d2 (E, 1) Å²."""
         r = d2
         if self.rbf is not None:  # d from d² (clamped: coincident atoms keep a finite gradient)
             r = torch.cat([d2, self.rbf(d2.clamp_min(1e-12).sqrt().squeeze(1))], dim=1)  # (E, 1+K)
-        h = self.embedding(batch.z)  # (n, H)
+        h = self.embedding(z)  # (n, H)
         for layer in self.layers:
-            h = layer(h, batch.edge_index, batch.edge_type, r, self.factorised)  # (n, H)
+            h = layer(h, edge_index, edge_type, r, self.factorised)  # (n, H)
         return h, None

@@ -48,13 +48,14 @@ parameters and outputs): 1.4-1.5x faster on CPU.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
 from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import scatter_sum, shifted_softplus
+from denoise3d.models.ops import safe_norm, scatter_sum, shifted_softplus
 from denoise3d.models.radial import BesselRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 from denoise3d.models.tat import TailoredReLU, negative_slope
 
@@ -84,8 +85,9 @@ class GNSMLP(nn.Module):
 
     def _rest(self, x: torch.Tensor) -> torch.Tensor:
         """Everything after the first Linear."""
-        for lin in self.linears[1:]:
-            x = lin(self.act(x))
+        for k, lin in enumerate(self.linears):
+            if k > 0:
+                x = lin(self.act(x))
         return x if self.norm_first else self.norm(x)
 
     def forward_pairs(self, e: torch.Tensor, v: torch.Tensor, i: torch.Tensor,
@@ -136,16 +138,30 @@ class GraphNetSimulator(nn.Module):
         self.edge_updates = nn.ModuleList(mlp(3 * hidden) for _ in range(layers))  # [e, v_i, v_j]
         self.vertex_updates = nn.ModuleList(mlp(2 * hidden) for _ in range(layers))  # [v, Σe]
 
+    @torch.jit.unused
     def forward(self, batch) -> tuple[torch.Tensor, None]:
         return self.latents(batch)[0], None
 
+    def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                 vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(s, None)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
+        ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
+        return self.edge_latents(z, edge_index, edge_type, vec)[0], None
+
+    @torch.jit.unused
     def latents(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Final vertex latents (n, H) and edge latents (E, H) of the radius graph."""
         g = radius_edges(batch, self.cutoff)
-        i, j = g.edge_index
-        env = cosine_cutoff(g.dist, self.cutoff).unsqueeze(-1)  # (E, 1)
-        e = self.edge_encoder(with_edge_types(self.rbf(g.dist), g.edge_type, self.edge_types))
-        v = self.embedding(batch.z)  # (n, H)
+        return self.edge_latents(batch.z, g.edge_index, g.edge_type, g.vec)
+
+    def edge_latents(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                     vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`latents` of given edges (see :meth:`features`)."""
+        i, j = edge_index[0], edge_index[1]
+        dist = safe_norm(vec, dim=-1)  # (E,)
+        env = cosine_cutoff(dist, self.cutoff).unsqueeze(-1)  # (E, 1)
+        e = self.edge_encoder(with_edge_types(self.rbf(dist), edge_type, self.edge_types))
+        v = self.embedding(z)  # (n, H)
         for _ in range(self.iterations):
             for phi_e, phi_v in zip(self.edge_updates, self.vertex_updates):
                 if self.factorised:  # same parameters and result, no (E, 3H) concatenation

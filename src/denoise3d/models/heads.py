@@ -39,8 +39,14 @@ class EnergyHead(nn.Module):
         super().__init__()
         self.mlp = mlp(hidden, hidden, 1)
 
+    @torch.jit.unused
     def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
-        return self.mlp(graph_embedding(s, batch)).squeeze(-1)
+        return self.energy_of(s, batch.z, batch.batch, batch.num_graphs)
+
+    def energy_of(self, s: torch.Tensor, z: torch.Tensor, index: torch.Tensor,
+                  num_graphs: int) -> torch.Tensor:
+        """:meth:`forward` on tensors: atoms' graph ``index`` (n,) of ``num_graphs``; z unused."""
+        return self.mlp(scatter_sum(s, index, num_graphs)).squeeze(-1)
 
 
 class AtomwiseEnergyHead(nn.Module):
@@ -59,11 +65,18 @@ class AtomwiseEnergyHead(nn.Module):
         ref = torch.zeros(MAX_Z + 1) if e0 is None else torch.as_tensor(e0)
         self.register_buffer("e0", ref.to(torch.float64))
 
+    @torch.jit.unused
     def forward(self, s: torch.Tensor, batch) -> torch.Tensor:
+        return self.energy_of(s, batch.z, batch.batch, batch.num_graphs)
+
+    def energy_of(self, s: torch.Tensor, z: torch.Tensor, index: torch.Tensor,
+                  num_graphs: int) -> torch.Tensor:
+        """:meth:`forward` on tensors: atomic numbers z (n,), graph ``index`` (n,) of
+        ``num_graphs``."""
         atomic = self.mlp(s).squeeze(-1).double()  # (n_atoms,); the sum in float64: thousands
         # of float32 atom energies would lose ~1 eV of a large structure's total (issue 18)
-        learned = scatter_sum(atomic, batch.batch, batch.num_graphs) * self.scale
-        return learned + scatter_sum(self.e0[batch.z], batch.batch, batch.num_graphs)
+        learned = scatter_sum(atomic, index, num_graphs) * self.scale
+        return learned + scatter_sum(self.e0[z], index, num_graphs)
 
 
 class ClassifierHead(nn.Module):

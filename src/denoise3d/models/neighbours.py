@@ -33,7 +33,7 @@ import torch
 from denoise3d.data.bonds import pair_keys
 from denoise3d.models.ops import safe_norm
 
-__all__ = ["RadiusGraph", "radius_edges", "neighbour_pairs"]
+__all__ = ["RadiusGraph", "radius_edges", "neighbour_pairs", "search_pairs", "edge_types_of"]
 
 OTHER = 3  # edge type of a pair more than three bonds apart (denoise3d.data.batch)
 _LISTS: dict = {}  # (cutoff, device) -> vesin NeighborList
@@ -47,7 +47,10 @@ class RadiusGraph(NamedTuple):
     shift: torch.Tensor  # (E, 3) int64, lattice shift S of the image of j
 
 
-def _search(cutoff: float, pos: torch.Tensor, box: torch.Tensor, periodic: torch.Tensor):
+def search_pairs(cutoff: float, pos: torch.Tensor, box: torch.Tensor, periodic: torch.Tensor):
+    """vesin's pairs ``(i, j, S)`` (E,), (E,), (E, 3) int64 of one structure: pos (n, 3), box
+    (3, 3) rows the lattice vectors (zeros: none), periodic (3,) bool; float64 in, not
+    differentiated."""
     from vesin_torch import NeighborList
 
     key = (float(cutoff), pos.device)
@@ -58,7 +61,7 @@ def _search(cutoff: float, pos: torch.Tensor, box: torch.Tensor, periodic: torch
     except RuntimeError:  # a device vesin cannot search on: search on the CPU, move the pairs
         if pos.device.type == "cpu":
             raise
-        i, j, s = (t.to(pos.device) for t in _search(cutoff, pos.cpu(), box.cpu(), periodic.cpu()))
+        i, j, s = (t.to(pos.device) for t in search_pairs(cutoff, pos.cpu(), box.cpu(), periodic.cpu()))
     return i.long(), j.long(), s.long()
 
 
@@ -86,12 +89,12 @@ def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor, t
         slab = torch.cumsum(width, 0) - width - torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
         p = p.clone()
         p[:, 0] += slab[g]
-        i, j, s = _search(cutoff, p, torch.zeros(3, 3, dtype=pos.dtype, device=dev),
+        i, j, s = search_pairs(cutoff, p, torch.zeros(3, 3, dtype=pos.dtype, device=dev),
                           torch.zeros(3, dtype=torch.bool, device=dev))
         parts.append((idx[i], idx[j], s))
     for k in torch.nonzero(periodic).squeeze(1).tolist():
         a, n = int(start[k]), int(batch.natoms[k])
-        i, j, s = _search(cutoff, pos[a:a + n], batch.cell[k].detach().to(torch.float64),
+        i, j, s = search_pairs(cutoff, pos[a:a + n], batch.cell[k].detach().to(torch.float64),
                           batch.pbc[k])
         parts.append((i + a, j + a, s))
     if not parts:

@@ -5,7 +5,7 @@ import torch
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
     """Sum rows of ``src`` (n, ...) into ``dim_size`` buckets given by ``index`` (n,)."""
-    out = src.new_zeros((dim_size,) + tuple(src.shape[1:]))
+    out = src.new_zeros([dim_size] + list(src.shape[1:]))
     return out.index_add_(0, index, src)
 
 
@@ -30,10 +30,12 @@ class _SiLU(torch.autograd.Function):
     """``silu(x) = x σ(x)`` with a compact, twice-differentiable backward (see :func:`silu`)."""
 
     @staticmethod
-    def forward(ctx, x):
-        y = torch.nn.functional.silu(x)
-        ctx.save_for_backward(x, y)
-        return y
+    def forward(x):
+        return torch.nn.functional.silu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # the torch.func-compatible form
+        ctx.save_for_backward(inputs[0], output)
 
     @staticmethod
     def backward(ctx, grad):
@@ -52,9 +54,12 @@ class _SiLUBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, grad, x, y):
-        ctx.save_for_backward(grad, x, y)
+    def forward(grad, x, y):
         return torch.ops.aten.silu_backward(grad, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -78,5 +83,15 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     nodes over the (n_edges, H) activations, whose own backward takes about a dozen more passes.
     Here the first backward is one node running the fused ``silu_backward`` kernel, with an
     explicit second derivative. Third derivatives are not supported (``once_differentiable``).
+    Compiled and TorchScript programs (inference: one backward at most) use ``F.silu`` itself.
     """
+    if torch.jit.is_scripting():
+        return torch.nn.functional.silu(x)
+    if torch.compiler.is_compiling():
+        return torch.nn.functional.silu(x)
+    return _silu_function(x)
+
+
+@torch.jit.unused
+def _silu_function(x: torch.Tensor) -> torch.Tensor:
     return _SiLU.apply(x)

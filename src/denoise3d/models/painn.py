@@ -20,12 +20,14 @@ backbones (``edge_types``).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
 from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import scatter_sum
+from denoise3d.models.ops import safe_norm, scatter_sum
 from denoise3d.models.radial import BesselRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 
 __all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate", "smooth_norm"]
@@ -48,11 +50,11 @@ class PaiNNMessage(nn.Module):
 
     def forward(self, s, v, edge_index, edge_attr, env, unit):
         """Residual updates ``(Δs (n, F), Δv (n, 3, F))``; unit (E, 3), env (E,)."""
-        i, j = edge_index
+        j = edge_index[1]
         x = self.phi(s).index_select(0, j) * self.filter(edge_attr) * env.unsqueeze(-1)  # (E, 3F)
         a, b, c = torch.split(x, self.hidden, dim=-1)  # (E, F) each
         dv = b.unsqueeze(1) * unit.unsqueeze(-1) + c.unsqueeze(1) * v.index_select(0, j)  # (E,3,F)
-        return scatter_sum(a, i, s.shape[0]), scatter_sum(dv, i, s.shape[0])
+        return scatter_sum(a, edge_index[0], s.shape[0]), scatter_sum(dv, edge_index[0], s.shape[0])
 
 
 class PaiNNUpdate(nn.Module):
@@ -86,15 +88,23 @@ class PaiNN(nn.Module):
         self.messages = nn.ModuleList(PaiNNMessage(hidden, n_edge) for _ in range(layers))
         self.updates = nn.ModuleList(PaiNNUpdate(hidden) for _ in range(layers))
 
+    @torch.jit.unused
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         g = radius_edges(batch, self.cutoff)
-        edge_attr = with_edge_types(self.rbf(g.dist), g.edge_type, self.edge_types)  # (E, K[+4])
-        env = cosine_cutoff(g.dist, self.cutoff)  # (E,)
-        unit = g.vec / g.dist.unsqueeze(-1)  # (E, 3)
-        s = self.embedding(batch.z)  # (n, F)
+        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
+
+    def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                 vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(s, v)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
+        ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
+        dist = safe_norm(vec, dim=-1)  # (E,)
+        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)  # (E, K[+4])
+        env = cosine_cutoff(dist, self.cutoff)  # (E,)
+        unit = vec / dist.unsqueeze(-1)  # (E, 3)
+        s = self.embedding(z)  # (n, F)
         v = s.new_zeros(s.shape[0], 3, self.hidden)  # (n, 3, F)
         for message, update in zip(self.messages, self.updates):
-            ds, dv = message(s, v, g.edge_index, edge_attr, env, unit)
+            ds, dv = message(s, v, edge_index, edge_attr, env, unit)
             s, v = s + ds, v + dv
             ds, dv = update(s, v)
             s, v = s + ds, v + dv

@@ -83,11 +83,12 @@ class BesselRBF(nn.Module):
         return self.prefactor * torch.sin(self.freq * d) / d  # (E, K)
 
 
-def with_edge_types(rbf: torch.Tensor, edge_type: torch.Tensor, enabled: bool) -> torch.Tensor:
+def with_edge_types(rbf: torch.Tensor, edge_type: torch.Tensor, enabled: bool,
+                    n_types: int = N_EDGE_TYPES) -> torch.Tensor:
     """``[rbf | onehot(edge_type)]`` (E, K + 4) if ``enabled``, else ``rbf`` unchanged."""
     if not enabled:
         return rbf
-    return torch.cat([rbf, F.one_hot(edge_type, N_EDGE_TYPES).to(rbf.dtype)], dim=-1)
+    return torch.cat([rbf, F.one_hot(edge_type, n_types).to(rbf.dtype)], dim=-1)
 
 
 def edge_feature_dim(num_rbf: int, edge_types: bool) -> int:

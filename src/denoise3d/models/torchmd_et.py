@@ -24,13 +24,15 @@ output jumps when an atom crosses the cutoff; conservative forces need it contin
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from denoise3d.data.elements import MAX_Z
 from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import scatter_sum
+from denoise3d.models.ops import safe_norm, scatter_sum
 from denoise3d.models.radial import ExpNormalRBF, cosine_cutoff, edge_feature_dim, with_edge_types
 
 __all__ = ["TorchMDET", "NeighborEmbedding", "EquivariantAttention"]
@@ -75,7 +77,7 @@ class EquivariantAttention(nn.Module):
 
     def forward(self, x, vec, edge_index, edge_attr, env, unit):
         n, H, D, F_ = x.shape[0], self.heads, self.head_dim, self.hidden
-        i, j = edge_index
+        i, j = edge_index[0], edge_index[1]
         y = self.layernorm(x)
         q = self.q_proj(y).view(n, H, D).index_select(0, i)  # (E, H, D)
         k = self.k_proj(y).view(n, H, D).index_select(0, j)  # (E, H, D)
@@ -112,15 +114,23 @@ class TorchMDET(nn.Module):
                                        for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden)
 
+    @torch.jit.unused
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         g = radius_edges(batch, self.cutoff)
-        edge_attr = with_edge_types(self.rbf(g.dist), g.edge_type, self.edge_types)  # (E, K[+4])
-        env = cosine_cutoff(g.dist, self.cutoff)  # (E,)
-        unit = g.vec / g.dist.unsqueeze(-1)  # (E, 3)
-        x = self.embedding(batch.z)  # (n, F)
-        x = self.neighbor_embedding(batch.z, x, g.edge_index, edge_attr, env)
-        vec = x.new_zeros(x.shape[0], 3, self.hidden)  # (n, 3, F)
+        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
+
+    def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
+                 vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(s, v)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
+        ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
+        dist = safe_norm(vec, dim=-1)  # (E,)
+        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)  # (E, K[+4])
+        env = cosine_cutoff(dist, self.cutoff)  # (E,)
+        unit = vec / dist.unsqueeze(-1)  # (E, 3)
+        x = self.embedding(z)  # (n, F)
+        x = self.neighbor_embedding(z, x, edge_index, edge_attr, env)
+        v = x.new_zeros(x.shape[0], 3, self.hidden)  # (n, 3, F)
         for layer in self.attention:
-            dx, dvec = layer(x, vec, g.edge_index, edge_attr, env, unit)
-            x, vec = x + dx, vec + dvec
-        return self.out_norm(x), vec
+            dx, dv = layer(x, v, edge_index, edge_attr, env, unit)
+            x, v = x + dx, v + dv
+        return self.out_norm(x), v

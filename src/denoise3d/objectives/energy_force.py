@@ -61,9 +61,16 @@ class EnergyForceRegression(nn.Module):
     def energy(self, s: torch.Tensor, batch) -> torch.Tensor:
         """E in eV from node features, (n_graphs,) float64 (total energies such as MD17's
         aspirin, -17,600 eV, would lose ~1 meV to float32 rounding)."""
+        return self.energy_of(s, batch.z, batch.batch, batch.num_graphs)
+
+    def energy_of(self, s: torch.Tensor, z: torch.Tensor, index: torch.Tensor,
+                  num_graphs: int) -> torch.Tensor:
+        """:meth:`energy` on tensors: atomic numbers z (n,), graph ``index`` (n,) of
+        ``num_graphs`` (compiled and exported programs, :mod:`denoise3d.models.inference`)."""
+        e = self.head.energy_of(s, z, index, num_graphs)
         if self.kind == "atomwise":
-            return self.head(s, batch)
-        return self.head(s, batch).double() * self.std.double() + self.mean.double()
+            return e
+        return e.double() * self.std.double() + self.mean.double()
 
     def predict(self, backbone: nn.Module, batch, create_graph: bool = False):
         """(E (n_graphs,) eV, F (n_atoms, 3) eV/Å); works under ``no_grad`` too (autograd for F
@@ -102,6 +109,7 @@ class EnergyForceRegression(nn.Module):
         return ((energy - batch.targets["energy"]).abs(), (forces - batch.targets["forces"]).abs(),
                 (s - stress_targets(batch).to(s.dtype)).abs())
 
+    @torch.jit.unused
     def forward(self, backbone: nn.Module, batch):
         create = self.training and torch.is_grad_enabled()
         if self.stress_weight > 0:
