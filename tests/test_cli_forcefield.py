@@ -62,6 +62,11 @@ def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectori
     own = json.loads(capsys.readouterr().out)
     m = json.loads((finetuned / "metrics.json").read_text())
     assert own["force_mae_kcal_mol_A"] == pytest.approx(m["test_mae"], rel=1e-5)
+    assert main(["evaluate", str(finetuned / "finetune.pt"), "--compile"]) == 0
+    compiled = json.loads(capsys.readouterr().out)
+    assert compiled["compiled"] and not own["compiled"] and compiled["frames_per_s"] > 0
+    assert compiled["force_mae_kcal_mol_A"] == pytest.approx(m["test_mae"], rel=1e-5)
+    assert compiled["energy_mae_kcal_mol"] == pytest.approx(own["energy_mae_kcal_mol"], rel=1e-4)
     assert main(["evaluate", str(finetuned / "finetune.pt"), f"data.path={trajectories[1]}",
                  "--split", "all"]) == 0
     other = json.loads(capsys.readouterr().out)

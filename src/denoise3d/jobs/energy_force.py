@@ -10,6 +10,8 @@ meV/Å; force errors are per Cartesian component.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from denoise3d.config import Config, ConfigError, explicit_keys
@@ -210,11 +212,20 @@ def force_field_from(ckpt: checkpoint.Checkpoint):
     return ckpt.config, backbone.eval(), objective.eval()
 
 
-def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
+def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False,
+             compile: bool = False) -> dict:
     """Energy and force errors of a force-field checkpoint on a split of its data (or of another
-    file: ``data.path=other.npz`` with split ``all``), with the trivial baselines."""
+    file: ``data.path=other.npz`` with split ``all``), with the trivial baselines; ``compile``:
+    energies and forces through the compiled inference program
+    (:class:`~denoise3d.models.inference.ForceField`)."""
+    from denoise3d.models.inference import ForceField
+
     cfg, backbone, objective = force_field_from(ckpt)
     ds, loader, device = evaluation_run(ckpt, split_name, (backbone, objective), allow_unseen)
-    errors = force_field_errors(backbone, objective, loader, device)
+    program = ForceField(backbone, objective, compile=True) if compile else None
+    t0 = time.perf_counter()
+    errors = force_field_errors(backbone, objective, loader, device, program)
+    seconds = time.perf_counter() - t0
     return {"checkpoint": ckpt.path, "data": cfg.data.path, "split": split_name,
-            "frames": len(loader.indices), **report(errors)}
+            "frames": len(loader.indices), "compiled": bool(program and program.compile),
+            "frames_per_s": len(loader.indices) / max(seconds, 1e-9), **report(errors)}

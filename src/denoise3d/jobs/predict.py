@@ -32,18 +32,25 @@ from denoise3d.train.loop import resolve_device
 FORMATS = (".extxyz", ".csv")
 
 
-def predictor(ckpt: checkpoint.Checkpoint):
+def predictor(ckpt: checkpoint.Checkpoint, compile: bool = False):
     """``(models, run, units)``: the modules to move to a device, ``run(batch) -> {output:
-    per-structure values}`` and ``{output: unit}`` of a fine-tuned checkpoint."""
+    per-structure values}`` and ``{output: unit}`` of a fine-tuned checkpoint; ``compile``: a
+    force field's energies and forces through the compiled program (not the stress)."""
+    if compile and ckpt.task != "energy_force":
+        raise ValueError(f"{ckpt.path}: --compile applies to force fields "
+                         f"(finetune.task=energy_force); this checkpoint is a {ckpt.task} model")
     if ckpt.task == "energy_force":
+        from denoise3d.models.inference import ForceField
+
         _, backbone, objective = force_field_from(ckpt)
+        program = ForceField(backbone, objective, compile=compile)
 
         def run(batch):
             if batch.pbc is not None and bool(batch.pbc.all()):
                 energy, forces, stress = objective.predict_with_stress(backbone, batch)
                 extra = {"stress": list(voigt(stress).double().cpu())}
             else:
-                energy, forces = objective.predict(backbone, batch)
+                energy, forces = program(batch)
                 extra = {"stress": [None] * batch.num_graphs}
             return {"energy": energy.tolist(),
                     "forces": list(torch.split(forces.double().cpu(), batch.natoms.tolist())),
@@ -64,16 +71,17 @@ def predictor(ckpt: checkpoint.Checkpoint):
 
 
 def predict(path, structures, out, allow_unseen: bool = False, batch_size: int = 64,
-            device: str = "cpu") -> dict:
-    """Predict every structure of ``structures`` with checkpoint ``path``; write ``out``
-    (.extxyz or .csv); returns a summary (count, structures/s, outputs and units)."""
+            device: str = "cpu", compile: bool = False) -> dict:
+    """Predict every structure of ``structures`` with checkpoint ``path``, ``batch_size`` per
+    call; write ``out`` (.extxyz or .csv); returns a summary (count, structures/s, outputs and
+    units). ``compile``: see :func:`predictor`."""
     from denoise3d.data.readers import read_structures
 
     out = Path(out)
     if out.suffix not in FORMATS:
         raise ValueError(f"--out {out}: write .extxyz or .csv")
     ckpt = checkpoint.load(path, kind="finetune")
-    models, run, units = predictor(ckpt)
+    models, run, units = predictor(ckpt, compile)
     records = list(read_structures(structures))  # one-line errors name the file and frame
     if not records:
         raise ValueError(f"{structures}: no structures")

@@ -58,10 +58,11 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
     return {"loss": total / max(count, 1), **{k: v / max(count, 1) for k, v in zip(keys, sums)}}
 
 
-def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
+def force_field_errors(backbone, objective, loader, device, program=None) -> dict[str, float]:
     """Energy MAE (eV per structure, and per atom), force MAE and RMSE per component (eV/Å) and
     the objective's loss on them, over ``loader``, for an energy + force objective (forces need
-    autograd, so no ``no_grad`` here)."""
+    autograd, so no ``no_grad`` here). ``program``: a :class:`~denoise3d.models.inference.
+    ForceField` of the same modules to compute energies and forces with (not with stress)."""
     backbone.eval()
     objective.eval()
     e_sum = e_atom_sum = f_sum = f_sq = s_sum = 0.0
@@ -72,6 +73,10 @@ def force_field_errors(backbone, objective, loader, device) -> dict[str, float]:
         if stress:
             e_err, f_err, s_err = objective.stress_errors(backbone, batch)
             s_sum += float(s_err.double().sum())
+        elif program is not None:
+            energy, forces = program(batch)
+            e_err = (energy - batch.targets["energy"]).abs()
+            f_err = (forces - batch.targets["forces"]).abs()
         else:
             e_err, f_err = objective.errors(backbone, batch)
         e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
