@@ -169,3 +169,27 @@ def test_finetuning_a_checkpoint_takes_its_architecture(trajectories, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert "set model.num_rbf=null" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_export_writes_a_torchscript_file_equal_to_the_calculator(finetuned, trajectories,
+                                                                   tmp_path, capsys):
+    """`denoise3d export` (float32): the file reproduces the calculator to 1e-5 relative."""
+    from denoise3d.data.md17 import load_md17
+    from denoise3d.md.calculator import Denoise3DCalculator
+
+    ckpt = str(finetuned / "finetune.pt")
+    capsys.readouterr()
+    assert main(["export", ckpt, str(tmp_path / "model.pt")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dtype"] == "float32" and summary["elements"] == [1, 6, 8]
+    program = torch.jit.load(str(tmp_path / "model.pt"))
+    m = load_md17(str(trajectories[1])).molecule(3)
+    atoms = ase.Atoms(numbers=m.z, positions=m.pos)
+    atoms.calc = Denoise3DCalculator(ckpt, compile=False)
+    out = program(torch.as_tensor(m.z), torch.as_tensor(m.pos), torch.zeros(3, 3, dtype=torch.float64),
+                  torch.zeros(3, dtype=torch.bool))
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    assert abs(float(out["energy"]) - e) <= 1e-5 * abs(e)
+    assert np.abs(out["forces"].numpy() - f).max() <= 1e-5 * np.abs(f).max()
+    assert main(["export", "/nonexistent.pt", str(tmp_path / "x.pt")]) == 2
+    assert not (tmp_path / "x.pt").exists()

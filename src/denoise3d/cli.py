@@ -1,7 +1,7 @@
 """``denoise3d <verb> CONFIG [section.key=value ...]`` — a thin layer over typed configs.
 
 Verbs: pretrain, finetune, evaluate, predict, summary, pretrained; data (xtb-md, conformers,
-build), md, landscape. Every training verb
+build), md, landscape, export. Every training verb
 saves the resolved config beside its checkpoints. Errors in input (config, data, checkpoint)
 print one line and exit with status 2; set DENOISE3D_DEBUG=1 for the full traceback.
 """
@@ -121,6 +121,13 @@ def cmd_md(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def cmd_export(args) -> None:
+    from denoise3d.md.export import export
+
+    print(json.dumps(export(args.checkpoint, args.out, args.dtype, args.allow_unseen_elements),
+                     indent=2))
+
+
 def cmd_landscape(args) -> None:
     from denoise3d.data.xtb import atoms_from_file
     from denoise3d.jobs.energy_force import load_force_field
@@ -225,6 +232,17 @@ def _add_force_field_verbs(sub):
                         "when bonds break or form)")
     _add_unseen_flag(s)
     s.set_defaults(fn=cmd_md)
+
+    s = sub.add_parser("export", help="a force field as one TorchScript file (z, positions, "
+                                      "cell, pbc -> energy, forces, stress) for other MD codes")
+    s.add_argument("checkpoint", help="a fine-tuned force field (finetune.pt)")
+    s.add_argument("out", help="the TorchScript file to write (e.g. model.pt)")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="the precision the program runs in (outputs are float64)")
+    s.add_argument("--allow-unseen-elements", action="store_true",
+                   help="let the program predict elements absent from the training data "
+                        "(refused by default: such predictions are meaningless)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("landscape", help="energy landscape around a conformation (3D-EMGP Fig. 4)")
     s.add_argument("checkpoint")
