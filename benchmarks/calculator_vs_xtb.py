@@ -7,7 +7,11 @@ one made here (EGNN 7 x 128 fine-tuned for one epoch on 100 frames of the aspiri
 ``jobs.finetune.finetune``; speed does not depend on the weights). Threads: torch's
 and OpenMP's (tblite) are both set to --threads (OMP_NUM_THREADS is set before the imports).
 
+The calculator runs its compiled inference program (the default; compiled during the first
+warm-up call) or, with --no-compile, the same potential eagerly.
+
     python benchmarks/calculator_vs_xtb.py [--threads 1] [--calls 60] [--checkpoint finetune.pt]
+        [--no-compile]
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=7)
     p.add_argument("--device", default="cpu", help="the calculator's device: cpu, cuda, cuda:N")
+    p.add_argument("--no-compile", action="store_true", help="the eager calculator")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import numpy as np
@@ -69,7 +74,7 @@ def main() -> None:
     ds = load_md17(data)
     mol = ds.molecule(0)
     z, pos0 = np.asarray(mol.z), np.asarray(mol.pos, dtype=np.float64)
-    ours = Denoise3DCalculator(ckpt, device=args.device)
+    ours = Denoise3DCalculator(ckpt, device=args.device, compile=not args.no_compile)
     xtb = TBLite(method="GFN2-xTB", verbosity=0)
     rng = np.random.default_rng(0)
     times = {"denoise3d": [], "xtb": []}
@@ -88,7 +93,7 @@ def main() -> None:
     print(f"aspirin ({len(z)} atoms), energy+forces per call, {args.threads} thread(s) "
           f"(torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}), "
           f"{args.calls} interleaved calls each after {args.warmup} warm-up; checkpoint {ckpt}; "
-          f"denoise3d on {args.device}")
+          f"denoise3d on {args.device}, {'eager' if args.no_compile else 'compiled'}")
     for k, v in med.items():
         print(f"  {k:10s} median {v:7.2f} ms/call (min {min(times[k]) * 1000:.2f}, "
               f"max {max(times[k]) * 1000:.2f})")

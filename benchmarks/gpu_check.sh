@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU check, under 10 minutes on one GPU (issue 19): the 3D-EMGP pretraining step (QM9,
 # EGNN 7 x 128, batch 64), the MD17 energy + force fine-tuning step (aspirin, batch 100) in fp32
-# and bf16 autocast, and the ASE calculator against GFN2-xTB (fp32; the calculator has no
-# autocast: forces in bf16 would not be a force field). Prints molecules/s, frames/s and
+# and bf16 autocast, and the ASE calculator against GFN2-xTB (fp32, compiled and eager; the
+# calculator has no autocast: forces in bf16 would not be a force field). Prints molecules/s, frames/s and
 # ms/call with the device name; paste the output into benchmarks/RESULTS.md.
 #
 #     bash benchmarks/gpu_check.sh            # cuda if torch sees one, else the CPU fallback
@@ -42,5 +42,6 @@ for precision in "${PRECISIONS[@]}"; do
     echo "== energy + force step, $DEVICE, $precision"
     run "$PY" benchmarks/md17_step.py --device "$DEVICE" --precision "$precision" "${STEPS[@]}"
 done
-echo "== calculator vs GFN2-xTB (aspirin), $DEVICE, fp32"
+echo "== calculator vs GFN2-xTB (aspirin), $DEVICE, fp32, compiled (the default) and eager"
 run "$PY" benchmarks/calculator_vs_xtb.py --device "$DEVICE" "${CALLS[@]}"
+run "$PY" benchmarks/calculator_vs_xtb.py --device "$DEVICE" --no-compile "${CALLS[@]}"

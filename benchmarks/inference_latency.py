@@ -45,6 +45,25 @@ def structure(n_atoms: int, seed: int = 0):
     return Atoms(numbers=z, positions=pos)
 
 
+def TorchScriptCalculator(program):
+    """An ASE calculator around an exported file (what a user without denoise3d would write)."""
+    import numpy as np
+    import torch
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class Exported(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            a = self.atoms
+            out = program(torch.as_tensor(a.numbers), torch.as_tensor(a.positions),
+                          torch.as_tensor(np.asarray(a.cell)), torch.as_tensor(a.pbc))
+            self.results = {"energy": float(out["energy"]), "forces": out["forces"].numpy()}
+
+    return Exported()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbones", default="egnn,schnet,painn,torchmd_et")
@@ -55,6 +74,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data", default=None, help="aspirin trajectory .npz (default as md17_step.py)")
     p.add_argument("--no-eager", action="store_true", help="time only the compiled calculator")
+    p.add_argument("--exported", action="store_true",
+                   help="also time the exported TorchScript file (denoise3d export, float32)")
     p.add_argument("--json", default=None, help="write the table as JSON too")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -87,6 +108,12 @@ def main() -> None:
                      **({} if args.no_eager else
                         {"eager": Denoise3DCalculator(ckpt, compile=False,
                                                       allow_unseen_elements=True)})}
+            if args.exported:
+                from denoise3d.md.export import export
+
+                path = str(Path(ckpt).with_name("exported.pt"))
+                export(ckpt, path, "float32", allow_unseen=True)
+                calcs["exported"] = TorchScriptCalculator(torch.jit.load(path))
             for n in atoms_list:
                 base = structures[n]
                 rng = np.random.default_rng(0)
