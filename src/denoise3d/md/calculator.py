@@ -129,8 +129,7 @@ class Denoise3DCalculator(Calculator):
         self.topology: Topology | None = None
         self.perceived = 0  # how many times the hop types were perceived (tests, diagnostics)
         self.forcefield = ForceField(self.backbone, self.objective, compile=compile)
-        self._graph_of: tuple | None = None  # (topology, its tensors) for graph_inputs
-        self._atom_tensors: tuple | None = None  # (z, graph index, numbers) of the last atoms
+        self._inputs_of: tuple | None = None  # (topology, its tensors) for potential_inputs
 
     def reset_topology(self) -> None:
         """Perceive bonds again from the next structure."""
@@ -160,12 +159,7 @@ class Denoise3DCalculator(Calculator):
     def batch(self, atoms) -> Batch:
         """The one-structure batch of ``atoms`` at full precision, on the calculator's device."""
         z, pos = atoms.get_atomic_numbers(), atoms.get_positions()
-        periodic = bool(atoms.pbc.any())
-        if periodic and self.full_graph:
-            raise ValueError(f"Denoise3DCalculator: {type(self.backbone).__name__} is not defined "
-                             f"for periodic structures (it runs over every pair of atoms of one "
-                             f"molecule); fine-tune a radius backbone (schnet, painn, torchmd_et, gns) "
-                             f"for periodic cells")
+        self.refuse_periodic_full_graph(atoms)
         topo = self.current_topology(atoms)
         if self.full_graph:
             batch = collate([Molecule(z=z, pos=pos, hops=topo.dense_hops())])
@@ -183,34 +177,36 @@ class Denoise3DCalculator(Calculator):
         batch = batch.to(self.device, self.dtype)
         return batch.replace(pos=torch.as_tensor(pos, dtype=self.dtype, device=self.device))
 
-    def graph_inputs(self, atoms, pos: torch.Tensor):
-        """``(edge_index, edge_type, offset)`` of ``atoms`` (:func:`denoise3d.models.inference.
-        graph_inputs`) from the cached topology: EGNN's full graph is kept while the topology is;
-        radius backbones search neighbours and look their hop types up in the topology's pairs."""
-        if self.atoms_periodic(atoms) and self.full_graph:
-            self.batch(atoms)  # the one-line refusal
+    def potential_inputs(self, atoms, pos: torch.Tensor):
+        """``(z, graph index, edge_index, edge_type, offset)`` of ``atoms`` for the force field's
+        potential (:class:`denoise3d.models.inference.Potential`) from the cached topology: the
+        atom tensors and EGNN's full graph are kept while the topology is; radius backbones
+        search neighbours and look their hop types up in the topology's pairs."""
+        self.refuse_periodic_full_graph(atoms)
         topo = self.current_topology(atoms)
-        if self._graph_of is None or self._graph_of[0] is not topo:
+        if self._inputs_of is None or self._inputs_of[0] is not topo:
             i, j, shift, hop = topo.pairs
             n = len(topo.z)
+            atom = (torch.as_tensor(topo.z.astype(np.int64), device=self.device),
+                    torch.zeros(n, dtype=torch.long, device=self.device))
             if self.full_graph:
                 ii, jj = np.nonzero(~np.eye(n, dtype=bool))  # block order: i, then j
                 edges = torch.from_numpy(np.stack([ii, jj])).to(self.device)
                 types = hops_to_edge_type(torch.from_numpy(topo.dense_hops()[ii, jj]))
-                cached = (edges, types.to(self.device))
+                graph = (edges, types.to(self.device))
             else:  # keys are made per call: their reach must cover the neighbours' shifts
-                cached = tuple(torch.from_numpy(a).to(self.device) for a in (i, j, shift)) + (
+                graph = tuple(torch.from_numpy(a).to(self.device) for a in (i, j, shift)) + (
                     hops_to_edge_type(torch.from_numpy(hop.astype(np.int64))).to(self.device),
                     int(np.abs(shift).max()) if len(shift) else 0, {})
-            self._graph_of = (topo, cached)
-        cached = self._graph_of[1]
+            self._inputs_of = (topo, atom, graph)
+        _, (z, index), graph = self._inputs_of
         if self.full_graph:
-            return cached[0], cached[1], pos.new_zeros(cached[0].shape[1], 3)
+            return z, index, graph[0], graph[1], pos.new_zeros(graph[0].shape[1], 3)
         cell = torch.as_tensor(np.asarray(atoms.cell.array, np.float64), device=self.device)
         pbc = torch.as_tensor(np.asarray(atoms.pbc, bool), device=self.device)
         i, j, shift = search_pairs(self.backbone.cutoff, pos.detach().double(), cell, pbc)
         offset = shift.to(pos.dtype) @ cell.to(pos.dtype)  # (E, 3) Å
-        pi, pj, ps, types, pair_reach, keys_by_reach = cached
+        pi, pj, ps, types, pair_reach, keys_by_reach = graph
         edge_type = torch.full_like(i, OTHER)
         if pi.numel():
             reach = max(pair_reach, int(shift.abs().max()) if shift.numel() else 0)
@@ -221,7 +217,15 @@ class Denoise3DCalculator(Calculator):
             wanted = pair_keys(i, j, shift, len(atoms), reach)
             at = torch.searchsorted(keys, wanted).clamp(max=keys.numel() - 1)
             edge_type = torch.where(keys[at] == wanted, sorted_types[at], edge_type)
-        return torch.stack([i, j]), edge_type, offset
+        return z, index, torch.stack([i, j]), edge_type, offset
+
+    def refuse_periodic_full_graph(self, atoms) -> None:
+        """A one-line ValueError for a periodic structure and a full-graph backbone (EGNN)."""
+        if self.full_graph and self.atoms_periodic(atoms):
+            raise ValueError(f"Denoise3DCalculator: {type(self.backbone).__name__} is not defined "
+                             f"for periodic structures (it runs over every pair of atoms of one "
+                             f"molecule); fine-tune a radius backbone (schnet, painn, torchmd_et, gns) "
+                             f"for periodic cells")
 
     @staticmethod
     def atoms_periodic(atoms) -> bool:
@@ -239,14 +243,7 @@ class Denoise3DCalculator(Calculator):
             self.results["stress"] = voigt(stress[0]).cpu().numpy().astype(np.float64)
         else:
             pos = torch.as_tensor(self.atoms.get_positions(), dtype=self.dtype, device=self.device)
-            edge_index, edge_type, offset = self.graph_inputs(self.atoms, pos)
-            n = len(self.atoms)
-            if self._atom_tensors is None or self._atom_tensors[0].shape[0] != n or not np.array_equal(
-                    self._atom_tensors[2], self.atoms.numbers):
-                z = torch.as_tensor(self.atoms.numbers.astype(np.int64), device=self.device)
-                self._atom_tensors = (z, torch.zeros(n, dtype=torch.long, device=self.device),
-                                      self.atoms.numbers.copy())
-            z, index, _ = self._atom_tensors
+            z, index, edge_index, edge_type, offset = self.potential_inputs(self.atoms, pos)
             energy, forces = self.forcefield.run(pos, z, index, 1, edge_index, edge_type, offset)
         self.results.update({"energy": float(energy[0]),
                              "forces": forces.cpu().numpy().astype(np.float64)})

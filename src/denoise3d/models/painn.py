@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import safe_norm, scatter_sum
-from denoise3d.models.radial import BesselRBF, cosine_cutoff, edge_feature_dim, with_edge_types
+from denoise3d.models.ops import scatter_sum
+from denoise3d.models.radial import BesselRBF, RadiusBackbone, edge_feature_dim
 
 __all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate", "smooth_norm"]
 
@@ -73,7 +72,7 @@ class PaiNNUpdate(nn.Module):
         return a_ss + a_sv * (uv * vv).sum(dim=1), a_vv.unsqueeze(1) * uv
 
 
-class PaiNN(nn.Module):
+class PaiNN(RadiusBackbone):
     """PaiNN backbone: ``forward(batch) -> (s (n, F), v (n, 3, F))``."""
 
     vector_features = True  # forward returns (s, v): vector heads read v, not the edges
@@ -88,19 +87,11 @@ class PaiNN(nn.Module):
         self.messages = nn.ModuleList(PaiNNMessage(hidden, n_edge) for _ in range(layers))
         self.updates = nn.ModuleList(PaiNNUpdate(hidden) for _ in range(layers))
 
-    @torch.jit.unused
-    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        g = radius_edges(batch, self.cutoff)
-        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
-
     def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                  vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(s, v)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
         ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
-        dist = safe_norm(vec, dim=-1)  # (E,)
-        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)  # (E, K[+4])
-        env = cosine_cutoff(dist, self.cutoff)  # (E,)
-        unit = vec / dist.unsqueeze(-1)  # (E, 3)
+        _, edge_attr, env, unit = self.edge_geometry(edge_type, vec)  # (E, K[+4]), (E,), (E, 3)
         s = self.embedding(z)  # (n, F)
         v = s.new_zeros(s.shape[0], 3, self.hidden)  # (n, 3, F)
         for message, update in zip(self.messages, self.updates):

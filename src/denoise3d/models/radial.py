@@ -11,20 +11,24 @@ and return (E, K) features::
 
 :func:`with_edge_types` concatenates the 3D-EMGP hop one-hot (1-, 2-, 3-hop, other) to any of
 them (3D-EMGP App. B.4: "the edge feature is concatenated with the RBF distance expansions").
+:class:`RadiusBackbone` is the base of the backbones that read these features on a radius graph.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from denoise3d.data.batch import N_EDGE_TYPES
+from denoise3d.models.neighbours import radius_edges
+from denoise3d.models.ops import safe_norm
 
 __all__ = ["cosine_cutoff", "GaussianRBF", "ExpNormalRBF", "BesselRBF", "with_edge_types",
-           "edge_feature_dim"]
+           "edge_feature_dim", "RadiusBackbone"]
 
 
 def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -94,3 +98,27 @@ def with_edge_types(rbf: torch.Tensor, edge_type: torch.Tensor, enabled: bool,
 def edge_feature_dim(num_rbf: int, edge_types: bool) -> int:
     """Width of :func:`with_edge_types`' output."""
     return num_rbf + (N_EDGE_TYPES if edge_types else 0)
+
+
+class RadiusBackbone(nn.Module):
+    """Base of the radius-graph backbones (SchNet, PaiNN, TorchMD-ET).
+
+    A subclass sets ``cutoff`` (Å), ``edge_types`` (bool) and ``rbf`` (a radial basis above) and
+    defines ``features(z, edge_index, edge_type, vec) -> (s (n, F), v (n, 3, F) | None)``, the
+    tensor-only core that inference compiles and export scripts. ``forward(batch)`` builds the
+    radius graph of the batch (:func:`~denoise3d.models.neighbours.radius_edges`) and calls it.
+    """
+
+    @torch.jit.unused
+    def forward(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        g = radius_edges(batch, self.cutoff)
+        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
+
+    def edge_geometry(self, edge_type: torch.Tensor, vec: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(d (E,), e (E, K[+4]), f_c(d) (E,), r̂ (E, 3))`` of the edge vectors ``vec`` (E, 3) Å:
+        distance, ``[rbf(d) | onehot(hop)]`` (:func:`with_edge_types`), cosine cutoff and unit
+        vector ``vec / d``."""
+        dist = safe_norm(vec, dim=-1)  # (E,)
+        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)
+        return dist, edge_attr, cosine_cutoff(dist, self.cutoff), vec / dist.unsqueeze(-1)

@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import safe_norm, scatter_sum, shifted_softplus
-from denoise3d.models.radial import GaussianRBF, cosine_cutoff, edge_feature_dim, with_edge_types
+from denoise3d.models.ops import scatter_sum, shifted_softplus
+from denoise3d.models.radial import GaussianRBF, RadiusBackbone, edge_feature_dim
 
 __all__ = ["SchNet", "SchNetInteraction"]
 
@@ -49,7 +48,7 @@ class SchNetInteraction(nn.Module):
         return self.out(shifted_softplus(self.f2out(m)))  # (n, F)
 
 
-class SchNet(nn.Module):
+class SchNet(RadiusBackbone):
     """SchNet backbone: ``forward(batch) -> (s, None)``, s (n_atoms, hidden) invariant."""
 
     def __init__(self, hidden: int = 128, layers: int = 7, cutoff: float = 5.0, num_rbf: int = 50,
@@ -61,18 +60,11 @@ class SchNet(nn.Module):
         n_edge = edge_feature_dim(num_rbf, edge_types)
         self.interactions = nn.ModuleList(SchNetInteraction(hidden, n_edge) for _ in range(layers))
 
-    @torch.jit.unused
-    def forward(self, batch) -> tuple[torch.Tensor, None]:
-        g = radius_edges(batch, self.cutoff)
-        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
-
     def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                  vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(s, None)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
         ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
-        dist = safe_norm(vec, dim=-1)  # (E,)
-        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)  # (E, K[+4])
-        env = cosine_cutoff(dist, self.cutoff)  # (E,)
+        _, edge_attr, env, _ = self.edge_geometry(edge_type, vec)  # (E, K[+4]), (E,)
         h = self.embedding(z)  # (n, F)
         for block in self.interactions:
             h = h + block(h, edge_index, edge_attr, env)

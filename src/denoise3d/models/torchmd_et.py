@@ -31,9 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.neighbours import radius_edges
-from denoise3d.models.ops import safe_norm, scatter_sum
-from denoise3d.models.radial import ExpNormalRBF, cosine_cutoff, edge_feature_dim, with_edge_types
+from denoise3d.models.ops import scatter_sum
+from denoise3d.models.radial import ExpNormalRBF, RadiusBackbone, edge_feature_dim
 
 __all__ = ["TorchMDET", "NeighborEmbedding", "EquivariantAttention"]
 
@@ -97,7 +96,7 @@ class EquivariantAttention(nn.Module):
         return dx, v3 * o1.unsqueeze(1) + mu
 
 
-class TorchMDET(nn.Module):
+class TorchMDET(RadiusBackbone):
     """TorchMD-ET backbone: ``forward(batch) -> (s (n, F), v (n, 3, F))``."""
 
     vector_features = True  # forward returns (s, v): vector heads read v, not the edges
@@ -114,19 +113,11 @@ class TorchMDET(nn.Module):
                                        for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden)
 
-    @torch.jit.unused
-    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        g = radius_edges(batch, self.cutoff)
-        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
-
     def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                  vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(s, v)`` of the edges ``edge_index`` (2, E) with hop types (E,) and vectors
         ``vec = x_j + S·cell − x_i`` (E, 3) Å (:class:`~denoise3d.models.neighbours.RadiusGraph`)."""
-        dist = safe_norm(vec, dim=-1)  # (E,)
-        edge_attr = with_edge_types(self.rbf(dist), edge_type, self.edge_types)  # (E, K[+4])
-        env = cosine_cutoff(dist, self.cutoff)  # (E,)
-        unit = vec / dist.unsqueeze(-1)  # (E, 3)
+        _, edge_attr, env, unit = self.edge_geometry(edge_type, vec)  # (E, K[+4]), (E,), (E, 3)
         x = self.embedding(z)  # (n, F)
         x = self.neighbor_embedding(z, x, edge_index, edge_attr, env)
         v = x.new_zeros(x.shape[0], 3, self.hidden)  # (n, 3, F)
