@@ -7,10 +7,13 @@ GFN2-xTB, on structures of 21 to ~500 atoms made only of the checkpoint's elemen
 aspirin (21), sucrose (45), triacontane C30H62 (92) and 24 aspirins on a 2 x 3 x 4 grid 7 Å
 apart (504). Calls are interleaved (compiled, eager, xTB, ...) in one process, positions
 perturbed by N(0, 0.01 Å) before every call; medians after --warmup calls (the compiled
-program compiles during the first one; its compile time is printed).
+program compiles during the first one; its compile time is printed). With ``--block K`` each
+engine runs K consecutive calls on its own Atoms before the next engine takes over, as in an MD
+loop (warm caches); the default interleaves every call (cold caches for all, xTB included).
 
     python benchmarks/inference_latency.py [--backbones egnn,schnet,painn,torchmd_et]
-        [--sizes 4x64,7x128] [--atoms 21,45,92,504] [--calls 30] [--threads 1] [--json out.json]
+        [--sizes 4x64,7x128] [--atoms 21,45,92,504] [--calls 30] [--threads 1] [--block 1]
+        [--exported] [--json out.json]
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ def main() -> None:
     p.add_argument("--no-eager", action="store_true", help="time only the compiled calculator")
     p.add_argument("--exported", action="store_true",
                    help="also time the exported TorchScript file (denoise3d export, float32)")
+    p.add_argument("--block", type=int, default=1,
+                   help="consecutive calls per engine before the next one (1: every call "
+                        "interleaved, each on a fresh Atoms; >1: each engine keeps its Atoms and "
+                        "its caches warm for BLOCK calls, as in an MD run)")
     p.add_argument("--json", default=None, help="write the table as JSON too")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -90,7 +97,6 @@ def main() -> None:
     from denoise3d.md.calculator import Denoise3DCalculator
 
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
     data = aspirin_trajectory(args.data)
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     atoms_list = [int(a) for a in args.atoms.split(",")]
@@ -120,21 +126,25 @@ def main() -> None:
                 times = {k: [] for k in (*calcs, "xtb")}
                 first = {}
                 calls = args.calls if n < 200 else max(5, args.calls // 5)
-                for i in range(args.warmup + calls):
-                    for name, calc in (*calcs.items(), ("xtb", xtb)):
-                        if name == "xtb" and n in xtb_ms:
-                            continue  # xTB timed once per structure
-                        atoms = base.copy()
-                        atoms.positions += rng.normal(0, 0.01, atoms.positions.shape)
-                        atoms.calc = calc
-                        t0 = time.perf_counter()
-                        f = atoms.get_forces()
-                        t1 = time.perf_counter()
-                        assert np.isfinite(f).all()
-                        if i == 0:
-                            first[name] = t1 - t0
-                        if i >= args.warmup:
-                            times[name].append(t1 - t0)
+                engines = [(k, c) for k, c in (*calcs.items(), ("xtb", xtb))
+                           if not (k == "xtb" and n in xtb_ms)]  # xTB timed once per structure
+                own = {k: base.copy() for k, _ in engines}  # one Atoms per engine, as in MD
+                for k, calc in engines:
+                    own[k].calc = calc
+                for i in range(0, args.warmup + calls, args.block):
+                    for name, calc in engines:
+                        for b in range(i, min(i + args.block, args.warmup + calls)):
+                            atoms = own[name] if args.block > 1 else base.copy()
+                            atoms.positions = base.positions + rng.normal(0, 0.01, base.positions.shape)
+                            atoms.calc = calc
+                            t0 = time.perf_counter()
+                            f = atoms.get_forces()
+                            t1 = time.perf_counter()
+                            assert np.isfinite(f).all()
+                            if b == 0:
+                                first[name] = t1 - t0
+                            if b >= args.warmup:
+                                times[name].append(t1 - t0)
                 if n not in xtb_ms:
                     xtb_ms[n] = statistics.median(times["xtb"]) * 1000
                 row = {"backbone": backbone, "size": f"{layers}x{hidden}", "atoms": n,
