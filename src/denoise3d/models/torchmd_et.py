@@ -73,24 +73,35 @@ class EquivariantAttention(nn.Module):
         self.vec_proj = _xavier(nn.Linear(hidden, 3 * hidden, bias=False))
         self.dk_proj = _xavier(nn.Linear(n_edge_features, hidden))
         self.dv_proj = _xavier(nn.Linear(n_edge_features, 3 * hidden))
+        # v_proj and dv_proj give per head [u | w1 | w2] (the reference's (H, 3D) layout); their
+        # rows are read in the order [u of all heads | w1 | w2] instead, and a head's sum over its
+        # D features is a matmul with head_sum (F, H): the same values with contiguous (E, F)
+        # blocks only, which compiled CPU code vectorises (aspirin energy + forces, 4 x 64,
+        # compiled: 4.2 -> 3.1 ms)
+        D = self.head_dim
+        blocked = torch.arange(3 * hidden).view(num_heads, 3, D).transpose(0, 1).flatten()
+        self.register_buffer("blocked", blocked, persistent=False)
+        self.register_buffer("head_sum", torch.eye(num_heads).repeat_interleave(D, dim=0),
+                             persistent=False)  # (F, H)
 
     def forward(self, x, vec, edge_index, edge_attr, env, unit):
-        n, H, D, F_ = x.shape[0], self.heads, self.head_dim, self.hidden
+        F_ = self.hidden
         i, j = edge_index[0], edge_index[1]
         y = self.layernorm(x)
-        q = self.q_proj(y).view(n, H, D).index_select(0, i)  # (E, H, D)
-        k = self.k_proj(y).view(n, H, D).index_select(0, j)  # (E, H, D)
-        val = self.v_proj(y).view(n, H, 3 * D).index_select(0, j)  # (E, H, 3D)
+        b = self.blocked
+        q = self.q_proj(y).index_select(0, i)  # (E, F)
+        k = self.k_proj(y).index_select(0, j)  # (E, F)
+        val = F.linear(y, self.v_proj.weight[b], self.v_proj.bias[b]).index_select(0, j)  # (E, 3F)
         v1, v2, v3 = torch.split(self.vec_proj(vec), F_, dim=-1)  # (n, 3, F) each
-        dk = F.silu(self.dk_proj(edge_attr)).view(-1, H, D)  # (E, H, D)
-        dv = F.silu(self.dv_proj(edge_attr)).view(-1, H, 3 * D)  # (E, H, 3D)
-        attn = F.silu((q * k * dk).sum(dim=-1)) * env.unsqueeze(-1)  # (E, H)
-        u, w1, w2 = torch.split(val * dv, D, dim=-1)  # (E, H, D) each
-        m = scatter_sum((u * attn.unsqueeze(-1)).reshape(-1, F_), i, n)  # (n, F)
-        w1 = (w1.reshape(-1, F_) * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F), f_c folded in
-        w2 = (w2.reshape(-1, F_) * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F)
+        dk = F.silu(self.dk_proj(edge_attr))  # (E, F)
+        dv = F.silu(F.linear(edge_attr, self.dv_proj.weight[b], self.dv_proj.bias[b]))  # (E, 3F)
+        attn = F.silu((q * k * dk) @ self.head_sum) * env.unsqueeze(-1)  # (E, H)
+        u, w1, w2 = torch.split(val * dv, F_, dim=-1)  # (E, F) each
+        m = scatter_sum(u * (attn @ self.head_sum.t()), i, x.shape[0])  # (n, F)
+        w1 = (w1 * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F), f_c folded in
+        w2 = (w2 * env.unsqueeze(-1)).unsqueeze(1)  # (E, 1, F)
         mu = vec.index_select(0, j) * w1 + w2 * unit.unsqueeze(-1)  # (E, 3, F)
-        mu = scatter_sum(mu, i, n)  # (n, 3, F)
+        mu = scatter_sum(mu, i, x.shape[0])  # (n, 3, F)
         o1, o2, o3 = torch.split(self.o_proj(m), F_, dim=-1)  # (n, F) each
         dx = (v1 * v2).sum(dim=1) * o2 + o3  # (n, F)
         return dx, v3 * o1.unsqueeze(1) + mu
