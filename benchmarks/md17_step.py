@@ -8,6 +8,7 @@ Prints the median frames/s over the timed steps and the ratio to the official 3D
 (~29 frames/s on this machine, issue-8 figure).
 
     python benchmarks/md17_step.py [--data FILE.npz] [--steps 12] [--batch 100] [--threads 2]
+        [--backbone egnn]
 
 Without --data it uses ~/.cache/denoise3d/md17_xtb/aspirin.npz, else /tmp/aspirin_bench.npz,
 generating the latter with `denoise3d data xtb-md` (300 frames, a minute at most) if missing.
@@ -43,7 +44,7 @@ def aspirin_trajectory(path: str | None = None) -> str:
 
 def build_trainer(data: str, hidden: int, layers: int, batch: int, threads: int,
                   out: str = "/tmp/denoise3d-bench-md17", device: str = "cpu",
-                  precision: str = "fp32"):
+                  precision: str = "fp32", backbone: str = "egnn"):
     """(cfg, trainer, training loader) as the energy_force job builds them."""
     from denoise3d.config import load_config
     from denoise3d.data.batching import loader as make_loader
@@ -56,7 +57,8 @@ def build_trainer(data: str, hidden: int, layers: int, batch: int, threads: int,
                        f"data.batch_size={batch}", f"train.threads={threads}",
                        f"data.train_frames={batch * 2}", "data.valid_frames=20",
                        f"train.out={out}", f"train.device={device}",
-                       f"train.precision={precision}"])
+                       f"train.precision={precision}", f"model.backbone={backbone}",
+                       *([] if backbone == "egnn" else ["model.num_rbf=null"])])
     seed_everything(cfg.train.seed, cfg.train.threads)
     job = energy_force.build(cfg)
     ds, split = job.dataset, job.split
@@ -84,11 +86,12 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=7)
     p.add_argument("--device", default="cpu", help="train.device: cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--backbone", default="egnn", help="egnn, schnet, painn, torchmd_et, gns")
     args = p.parse_args()
     data = aspirin_trajectory(args.data)
     cfg, ds, trainer, loader = build_trainer(data, args.hidden, args.layers, args.batch,
                                              args.threads, device=args.device,
-                                             precision=args.precision)
+                                             precision=args.precision, backbone=args.backbone)
     import torch
 
     from common import synchronize
@@ -107,7 +110,7 @@ def main() -> None:
     med = statistics.median(times)
     fps = args.batch / med
     print(f"{data}: {ds.meta.get('name', '?')} ({batch.num_atoms // batch.num_graphs} atoms), "
-          f"EGNN {args.layers}x{args.hidden}, energy+force step, batch {args.batch} frames, "
+          f"{args.backbone} {args.layers}x{args.hidden}, energy+force step, batch {args.batch} frames, "
           + (f"{torch.get_num_threads()} threads" if trainer.device.type == "cpu" else
              f"{trainer.device} ({torch.cuda.get_device_name(trainer.device)}), {args.precision}")
           + f", {args.steps} timed steps after {args.warmup} warm-up")
