@@ -129,8 +129,6 @@ def main() -> None:
                 engines = [(k, c) for k, c in (*calcs.items(), ("xtb", xtb))
                            if not (k == "xtb" and n in xtb_ms)]  # xTB timed once per structure
                 own = {k: base.copy() for k, _ in engines}  # one Atoms per engine, as in MD
-                for k, calc in engines:
-                    own[k].calc = calc
                 for i in range(0, args.warmup + calls, args.block):
                     for name, calc in engines:
                         for b in range(i, min(i + args.block, args.warmup + calls)):
