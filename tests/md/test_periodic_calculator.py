@@ -130,3 +130,24 @@ def test_npt_and_nve_of_a_periodic_box(radius_field, box_atoms, tmp_path):
     assert ase.io.read(tmp_path / "nvt.extxyz", -1).pbc.all()
     with pytest.raises(ValueError, match="periodic in all three"):
         run_md(Atoms(numbers=[8, 1, 1], positions=box_atoms.positions[:3]), calc, tmp_path / "x.extxyz", steps=1, thermostat="npt", progress=False)
+
+
+def test_bond_check_from_the_radius_pairs_equals_its_own_search(box_atoms):
+    """The calculator checks the bonds on the pairs of its radius-graph search (one neighbour
+    search per call): same answer as the bond check's own search, bonds kept, broken or new."""
+    from denoise3d.md.calculator import Topology
+    from denoise3d.models.neighbours import search_pairs
+
+    a = box_atoms
+    cell, pbc = np.asarray(a.cell.array), np.asarray(a.pbc)
+    topo = Topology(a.numbers, a.positions, cell, pbc)
+    rng = np.random.default_rng(0)
+    answers = []
+    for scale in (0.01, 0.1, 0.3, 0.6):
+        for _ in range(5):
+            pos = a.positions + rng.normal(0, scale, a.positions.shape)
+            pairs = search_pairs(4.0, torch.as_tensor(pos), torch.as_tensor(cell), torch.as_tensor(pbc))
+            own = topo.bonds_changed(pos, cell)
+            assert topo.bonds_changed(pos, cell, tuple(t.numpy() for t in pairs)) == own
+            answers.append(own)
+    assert any(answers) and not all(answers)

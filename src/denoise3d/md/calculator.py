@@ -11,7 +11,8 @@ periodic structure with a one-line error.
 Each call builds the one-structure :class:`~denoise3d.data.batch.Batch` of the current positions
 with the 3D-EMGP hop edge types: for EGNN the full graph, for radius backbones the bonded form
 (linear in the number of atoms; the backbone's own neighbour search runs inside its forward). The
-bond graph (covalent radii, minimum image) is checked on every call in linear time: while the
+bond graph (covalent radii, minimum image) is checked on every call in linear time, on the pairs
+of the radius graph's own neighbour search (one search per call): while the
 atomic numbers, the periodic directions and the bonds stay the same (in whatever cell: NPT
 changes it every step) the cached hop types are reused; when one
 changes (another structure, a bond formed, a bond stretched past ``BREAK_FACTOR``) the hops are
@@ -59,16 +60,28 @@ class Topology:
     def same_atoms(self, z, pbc) -> bool:
         return np.array_equal(self.z, z) and np.array_equal(self.pbc, pbc)
 
-    def bonds_changed(self, pos, cell) -> bool:
+    def bond_search_cutoff(self) -> float:
+        """The distance (Å) within which :func:`~denoise3d.data.bonds.bond_list` looks for bonds."""
+        return BOND_FACTOR * 2.0 * float(COVALENT_RADII[self.z].max()) if len(self.z) else 0.0
+
+    def bonds_changed(self, pos, cell, pairs=None) -> bool:
         """A cached bond longer than ``BREAK_FACTOR`` (r_i + r_j), or a new bonded pair closer than
         the perception threshold, in the current cell (NPT changes it every step); linear in the
-        number of atoms."""
+        number of atoms. ``pairs``: this geometry's neighbour pairs ``(i, j, S)`` numpy, from a
+        search at least :meth:`bond_search_cutoff` wide (the radius graph of the same call),
+        so that no second neighbour search is needed; None searches."""
         bi, bj, bs = self.bonds
         r = COVALENT_RADII[self.z]
         d = np.linalg.norm(pos[bj] + bs @ cell - pos[bi], axis=1)
         if (d > BREAK_FACTOR * (r[bi] + r[bj])).any():
             return True
-        ni, nj, ns, _ = bond_list(self.z, pos, cell, self.pbc)
+        if pairs is None:
+            ni, nj, ns, _ = bond_list(self.z, pos, cell, self.pbc)
+        else:
+            ni, nj, ns = pairs
+            dn = np.linalg.norm(pos[nj] + ns @ cell - pos[ni], axis=1)
+            bonded = dn < BOND_FACTOR * (r[ni] + r[nj])
+            ni, nj, ns = ni[bonded], nj[bonded], ns[bonded]
         reach = max(self.reach, int(np.abs(ns).max()) if len(ns) else 0)
         now = pair_keys(ni, nj, ns, len(self.z), reach)
         return not np.isin(now, pair_keys(bi, bj, bs, len(self.z), reach)).all()
@@ -135,15 +148,19 @@ class Denoise3DCalculator(Calculator):
         """Perceive bonds again from the next structure."""
         self.topology = None
 
-    def current_topology(self, atoms) -> Topology:
+    def current_topology(self, atoms, pairs=None, pairs_cutoff: float = 0.0) -> Topology:
         """The cached topology while the atoms, the periodic directions and the bonds are unchanged
-        (:meth:`Topology.bonds_changed`), else perceived again from this geometry (and the
-        training domain checked)."""
+        (:meth:`Topology.bonds_changed`, given this geometry's neighbour ``pairs`` (i, j, S)
+        within ``pairs_cutoff`` Å when they reach far enough), else perceived again from this
+        geometry (and the training domain checked)."""
         z, pos = atoms.get_atomic_numbers(), atoms.get_positions()
         cell, pbc = np.asarray(atoms.cell.array, np.float64), np.asarray(atoms.pbc, bool)
         t = self.topology
-        if t is not None and t.same_atoms(z, pbc) and (self.fixed or not t.bonds_changed(pos, cell)):
-            return t
+        if t is not None and t.same_atoms(z, pbc):
+            if pairs is not None and pairs_cutoff < t.bond_search_cutoff():
+                pairs = None
+            if self.fixed or not t.bonds_changed(pos, cell, pairs):
+                return t
         if self.domain is not None:
             from denoise3d.data.elements import MAX_Z
 
@@ -183,7 +200,14 @@ class Denoise3DCalculator(Calculator):
         atom tensors and EGNN's full graph are kept while the topology is; radius backbones
         search neighbours and look their hop types up in the topology's pairs."""
         self.refuse_periodic_full_graph(atoms)
-        topo = self.current_topology(atoms)
+        if not self.full_graph:  # one neighbour search serves the radius graph and the bond check
+            cell = torch.as_tensor(np.asarray(atoms.cell.array, np.float64), device=self.device)
+            pbc = torch.as_tensor(np.asarray(atoms.pbc, bool), device=self.device)
+            found = search_pairs(self.backbone.cutoff, pos.detach().double(), cell, pbc)
+            topo = self.current_topology(atoms, tuple(t.cpu().numpy() for t in found),
+                                         self.backbone.cutoff)
+        else:
+            topo = self.current_topology(atoms)
         if self._inputs_of is None or self._inputs_of[0] is not topo:
             i, j, shift, hop = topo.pairs
             n = len(topo.z)
@@ -202,9 +226,7 @@ class Denoise3DCalculator(Calculator):
         _, (z, index), graph = self._inputs_of
         if self.full_graph:
             return z, index, graph[0], graph[1], pos.new_zeros(graph[0].shape[1], 3)
-        cell = torch.as_tensor(np.asarray(atoms.cell.array, np.float64), device=self.device)
-        pbc = torch.as_tensor(np.asarray(atoms.pbc, bool), device=self.device)
-        i, j, shift = search_pairs(self.backbone.cutoff, pos.detach().double(), cell, pbc)
+        i, j, shift = found
         offset = shift.to(pos.dtype) @ cell.to(pos.dtype)  # (E, 3) Å
         pi, pj, ps, types, pair_reach, keys_by_reach = graph
         edge_type = torch.full_like(i, OTHER)

@@ -89,12 +89,16 @@ class EquivariantAttention(nn.Module):
         i, j = edge_index[0], edge_index[1]
         y = self.layernorm(x)
         b = self.blocked
-        q = self.q_proj(y).index_select(0, i)  # (E, F)
-        k = self.k_proj(y).index_select(0, j)  # (E, F)
-        val = F.linear(y, self.v_proj.weight[b], self.v_proj.bias[b]).index_select(0, j)  # (E, 3F)
+        # one matmul for q, k and the values, one for the edge projections dk and dv: the same
+        # parameters, concatenated (constant-folded when compiled for inference)
+        qkv = F.linear(y, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight[b]]),
+                       torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias[b]]))
+        q, k, val = torch.split(qkv, [F_, F_, 3 * F_], dim=-1)  # (n, F), (n, F), (n, 3F)
+        q, k, val = q.index_select(0, i), k.index_select(0, j), val.index_select(0, j)  # (E, ·)
         v1, v2, v3 = torch.split(self.vec_proj(vec), F_, dim=-1)  # (n, 3, F) each
-        dk = F.silu(self.dk_proj(edge_attr))  # (E, F)
-        dv = F.silu(F.linear(edge_attr, self.dv_proj.weight[b], self.dv_proj.bias[b]))  # (E, 3F)
+        d = F.silu(F.linear(edge_attr, torch.cat([self.dk_proj.weight, self.dv_proj.weight[b]]),
+                            torch.cat([self.dk_proj.bias, self.dv_proj.bias[b]])))  # (E, 4F)
+        dk, dv = torch.split(d, [F_, 3 * F_], dim=-1)  # (E, F), (E, 3F)
         attn = F.silu((q * k * dk) @ self.head_sum) * env.unsqueeze(-1)  # (E, H)
         u, w1, w2 = torch.split(val * dv, F_, dim=-1)  # (E, F) each
         m = scatter_sum(u * (attn @ self.head_sum.t()), i, x.shape[0])  # (n, F)
