@@ -38,7 +38,12 @@ def quick_checkpoint(data: str, hidden: int, layers: int, out: str, backbone: st
                        "data.train_frames=100", "data.valid_frames=20", "data.max_test=20",
                        "data.batch_size=50", "train.epochs=1", f"train.out={out}",
                        *([] if backbone == "egnn" else ["model.num_rbf=null"])])
-    finetune(cfg)
+    import torch
+
+    threads = torch.get_num_threads()
+    finetune(cfg)  # sets the process's threads (train.threads) and flushes denormals: undo both,
+    torch.set_num_threads(threads)  # or the timings that follow run on other settings
+    torch.set_flush_denormal(False)
     return str(path)
 
 
