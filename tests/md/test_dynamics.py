@@ -50,3 +50,21 @@ def test_md_re_perceives_bonds_that_break(force_field, ethanol_atoms, tmp_path):
     run_md(ethanol_atoms, calc, tmp_path / "auto.extxyz", steps=200, timestep=0.5,
            temperature=300, thermostat="nve", interval=100, seed=1, progress=False)
     assert calc.perceived > 1  # the random surface breaks bonds: the hops followed
+
+
+def test_md_refuses_bad_settings_and_runs_one_atom(force_field, tmp_path):
+    """A negative temperature, a non-extxyz output and an unknown device are one-line errors; a
+    single free atom runs (it stays at rest: no internal motion to heat)."""
+    from ase import Atoms
+
+    calc = Denoise3DCalculator(model=force_field, dtype="float64", compile=False)
+    one = Atoms(numbers=[6], positions=[[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        run_md(one, calc, tmp_path / "x.extxyz", steps=1, temperature=-10, progress=False)
+    with pytest.raises(ValueError, match="extxyz"):
+        run_md(one, calc, tmp_path / "x.json", steps=1, progress=False)
+    with pytest.raises(ValueError, match="not a device"):
+        Denoise3DCalculator(model=force_field, device="foo")
+    summary = run_md(one, calc, tmp_path / "one.extxyz", steps=4, interval=2, progress=False)
+    frames = ase.io.read(tmp_path / "one.extxyz", index=":")
+    assert summary["frames"] == 3 and np.isfinite(frames[-1].positions).all()

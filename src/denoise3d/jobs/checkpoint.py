@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -233,12 +233,12 @@ class UnseenElement(ValueError):
 @dataclass
 class Domain:
     """The training domain of a fine-tuned model: structures with other elements are refused
-    (``allow_unseen`` lifts that), compositions never seen are warned about once."""
+    (``allow_unseen`` lifts that), each composition never seen is warned about once."""
 
     elements: frozenset | None  # None: not recorded (format 1 checkpoints): nothing is checked
     compositions: frozenset
     allow_unseen: bool = False
-    warned: bool = False
+    warned: set = field(default_factory=set)  # the unseen compositions already named
 
     @classmethod
     def of(cls, ckpt: "Checkpoint", allow_unseen: bool = False) -> "Domain":
@@ -262,9 +262,9 @@ class Domain:
                 f"{where}: element {', '.join(SYMBOLS[z] for z in unseen)} never seen in training "
                 f"(trained on {trained}); its predictions would be meaningless "
                 f"(--allow-unseen-elements to predict anyway)")
-        new = {formula(r) for r in np.unique(counts, axis=0)} - self.compositions
-        if new and not self.warned:
-            self.warned = True
+        new = {formula(r) for r in np.unique(counts, axis=0) if r.any()} - self.compositions - self.warned
+        if new:
+            self.warned |= new
             shown = ", ".join(sorted(new)[:5]) + (" ..." if len(new) > 5 else "")
             print(f"denoise3d: warning: {where}: {len(new)} composition(s) never seen in training "
                   f"({shown}); expect larger errors", file=sys.stderr)

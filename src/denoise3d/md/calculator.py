@@ -35,6 +35,7 @@ from denoise3d.data.elements import COVALENT_RADII
 from denoise3d.models.heads import voigt
 from denoise3d.models.inference import ForceField
 from denoise3d.models.neighbours import OTHER, search_pairs
+from denoise3d.train.loop import resolve_device
 
 __all__ = ["Denoise3DCalculator"]
 
@@ -123,6 +124,7 @@ class Denoise3DCalculator(Calculator):
         super().__init__(**kwargs)
         if (checkpoint is None) == (model is None):
             raise ValueError("give either a checkpoint or model=(backbone, objective)")
+        self.device = resolve_device(device)  # a bad name fails before the checkpoint loads
         self.domain = None  # the training domain (checkpoints only)
         if model is None:
             from denoise3d.jobs.energy_force import load_force_field
@@ -132,7 +134,6 @@ class Denoise3DCalculator(Calculator):
         else:
             backbone, objective = model
         self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        self.device = torch.device(device)
         self.backbone = backbone.to(self.device, self.dtype).eval()
         self.objective = objective.to(self.device, self.dtype).eval()
         self.full_graph = bool(getattr(backbone, "full_graph", False))  # EGNN

@@ -57,6 +57,9 @@ def make_dynamics(atoms, thermostat: str, timestep: float, temperature: float,
 def init_velocities(atoms, temperature: float, rng) -> None:
     from ase.md import velocitydistribution as vd
 
+    if len(atoms) < 2 and not atoms.pbc.any():  # one free atom: no internal motion to heat
+        atoms.set_momenta(np.zeros((len(atoms), 3)))
+        return
     init = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
     init(atoms, temperature_K=temperature, rng=rng)
     vd.Stationary(atoms)
@@ -76,10 +79,12 @@ def run_md(atoms, calc, out: str | Path, steps: int = 1000, timestep: float = 0.
     import ase.io
     from tqdm import tqdm
 
-    if steps < 0 or interval < 1 or timestep <= 0:
-        raise ValueError(f"need steps >= 0, interval >= 1, timestep > 0; got {steps}, {interval}, "
-                         f"{timestep}")
+    if steps < 0 or interval < 1 or timestep <= 0 or not temperature >= 0:
+        raise ValueError(f"need steps >= 0, interval >= 1, timestep > 0, temperature >= 0 K; got "
+                         f"{steps}, {interval}, {timestep}, {temperature}")
     out = Path(out)
+    if out.suffix not in (".extxyz", ".xyz"):
+        raise ValueError(f"--out {out}: MD frames are written as extxyz; name it .extxyz or .xyz")
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     atoms = atoms.copy()

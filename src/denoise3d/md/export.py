@@ -277,6 +277,7 @@ def export(checkpoint, out, dtype: str = "float64", allow_unseen: bool = False) 
     tmp.replace(out)
     return {"checkpoint": str(checkpoint), "out": str(out), "backbone": type(backbone).__name__,
             "dtype": dtype, "elements": elements, "inputs": "z (n,) int64, pos (n, 3) Å, cell "
-            "(3, 3) Å, pbc (3,) bool", "outputs": "energy eV, forces eV/Å, stress eV/Å³ "
-            "(all three directions periodic)", "load": "import torch, vesin_torch; "
+            "(3, 3) Å, pbc (3,) bool", "outputs": "energy eV, forces eV/Å" + (
+                "; molecules only (no periodic cell)" if getattr(backbone, "full_graph", False)
+                else ", stress eV/Å³ (all three directions periodic)"), "load": "import torch, vesin_torch; "
             "torch.jit.load(path)"}

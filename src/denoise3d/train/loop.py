@@ -44,10 +44,19 @@ from denoise3d.train.optim import build_optimizer, build_scheduler
 from denoise3d.train.state import load_resume, resume_path, save_resume
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``torch.device`` of ``name`` ("auto": CUDA when available, else CPU); a one-line ValueError
+    for a name that is not a device or a CUDA device this torch build cannot see."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: this torch build sees no CUDA device (install a CUDA "
+                         f"build of torch, or use cpu)")
+    return dev
 
 
 def _autocast_dtype(precision: str, device: torch.device, verbose: bool) -> torch.dtype | None:
