@@ -91,3 +91,12 @@ def test_loads_a_force_field_checkpoint_and_refuses_others(force_field, ethanol_
     with pytest.raises(CheckpointError, match="not a force field"):
         Denoise3DCalculator(tmp_path / "prop.pt")
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_calculator_refuses_a_structure_with_overlapping_atoms(force_field, ethanol_atoms):
+    """A new structure goes through the readers' check: two atoms within 0.1 Å is one line."""
+    calc = Denoise3DCalculator(model=force_field, dtype="float64")
+    bad = ethanol_atoms.copy()
+    bad.positions[1] = bad.positions[0] + 0.01
+    with pytest.raises(ValueError, match="atoms 0 and 1 coincide"):
+        calc.get_potential_energy(bad)

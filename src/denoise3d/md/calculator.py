@@ -162,6 +162,9 @@ class Denoise3DCalculator(Calculator):
                 pairs = None
             if self.fixed or not t.bonds_changed(pos, cell, pairs):
                 return t
+        from denoise3d.data.readers import checked
+
+        checked(z, pos, "Denoise3DCalculator")  # each new structure: elements, finite, no overlap
         if self.domain is not None:
             from denoise3d.data.elements import MAX_Z
 
