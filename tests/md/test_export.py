@@ -124,3 +124,17 @@ print(json.dumps({{"energy": float(out["energy"]), "forces": out["forces"].tolis
     out = json.loads(run.stdout)
     assert abs(out["energy"] - calc.results["energy"]) < 1e-10
     np.testing.assert_allclose(out["forces"], calc.results["forces"], atol=1e-10)
+
+
+def test_exported_program_refuses_malformed_input_in_one_line():
+    """Shapes, an empty structure, atomic numbers out of range and NaN coordinates are refused
+    with a message, not an index error from deep inside the program."""
+    backbone, objective = model("painn")
+    program = torch.jit.script(ExportedForceField(backbone, objective, list(range(1, 55)), torch.float64))
+    z, pos, cell, pbc = inputs(structures(periodic=False)[0])
+    for args, match in [((z[:0], pos[:0], cell, pbc), "expected z"),
+                        ((z, pos[:-1], cell, pbc), "expected z"),
+                        ((torch.full_like(z, 78), pos, cell, pbc), "unsupported element"),
+                        ((z, pos * float("nan"), cell, pbc), "non-finite")]:
+        with pytest.raises(Exception, match=match):
+            program(*args)

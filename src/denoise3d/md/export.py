@@ -216,6 +216,16 @@ class ExportedForceField(nn.Module):
         cell64 = cell.detach().to(torch.float64)
         pbc = pbc.to(torch.bool)
         n = z.numel()
+        if (z.dim() != 1 or n == 0 or pos.dim() != 2 or pos.shape[0] != n or pos.shape[1] != 3
+                or cell.numel() != 9 or pbc.numel() != 3):
+            raise RuntimeError("expected z (n,) with n >= 1, pos (n, 3), cell (3, 3), pbc (3,); got "
+                               + str(list(z.shape)) + ", " + str(list(pos.shape)) + ", "
+                               + str(list(cell.shape)) + ", " + str(list(pbc.shape)))
+        if bool((z < 1).any()) or bool((z >= self.known.shape[0]).any()):
+            raise RuntimeError("unsupported element: atomic numbers must be 1.."
+                               + str(self.known.shape[0] - 1))
+        if not bool(torch.isfinite(pos64).all()):
+            raise RuntimeError("non-finite coordinates")
         if self.full_graph and bool(pbc.any()):
             raise RuntimeError("EGNN is not defined for periodic structures (it runs over every "
                                "pair of atoms of one molecule)")
