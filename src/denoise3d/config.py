@@ -296,18 +296,28 @@ def validate(cfg: Config, source: str = "config", device: bool = True) -> None:
         value = getattr(getattr(cfg, section), key)
         if not ok(value):
             raise ConfigError(f"{source}: {dotted}={value} must be {what}")
-    name = cfg.train.device
-    if device and name != "auto":
-        import torch
-
+    if device:
         try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise ConfigError(f"{source}: train.device={name!r} is not a device (auto, cpu, "
-                              f"cuda, cuda:N)") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"{source}: train.device={name}: this torch build sees no CUDA "
-                              f"device (install a CUDA build of torch, or use cpu)")
+            device_named(cfg.train.device, "train.device")
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+
+def device_named(name, what: str = "device"):
+    """``torch.device`` of ``name`` ("auto": CUDA when available, else CPU); a one-line ValueError
+    naming ``what`` for a name that is not a device, or a CUDA device this torch build cannot see."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what}={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}={name}: this torch build sees no CUDA device (install a CUDA "
+                         f"build of torch, or use cpu)")
+    return dev
 
 
 def _leaves(tree, prefix: str = "") -> list[str]:

@@ -70,6 +70,12 @@ def pair_keys(i, j, shift, n_atoms: int, reach: int):
     return key
 
 
+def bond_search_cutoff(z: np.ndarray, factor: float = BOND_FACTOR) -> float:
+    """The distance (Å) within which :func:`bond_list` looks for bonds among the elements ``z``:
+    ``factor · 2 · max r``."""
+    return factor * 2.0 * float(COVALENT_RADII[np.asarray(z, dtype=np.int64)].max()) if len(z) else 0.0
+
+
 def bond_list(z: np.ndarray, pos: np.ndarray, cell: np.ndarray | None = None,
               pbc: np.ndarray | None = None, factor: float = BOND_FACTOR):
     """Covalent bonds ``d_ij < factor (r_i + r_j)`` between atoms and periodic images, in time and
@@ -93,7 +99,7 @@ def bond_list(z: np.ndarray, pos: np.ndarray, cell: np.ndarray | None = None,
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64),
                 np.zeros(0))
     r = COVALENT_RADII[z]
-    nl = NeighborList(cutoff=factor * 2.0 * float(r.max()), full_list=True, n_threads=1)
+    nl = NeighborList(cutoff=bond_search_cutoff(z, factor), full_list=True, n_threads=1)
     i, j, shift, d = nl.compute(torch.as_tensor(np.asarray(pos, np.float64)),
                                 torch.as_tensor(box), torch.as_tensor(periodic), "ijSd")
     i, j, shift, d = i.long().numpy(), j.long().numpy(), shift.long().numpy(), d.numpy()

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from denoise3d.config import device_named
 from denoise3d.data.batch import Molecule, collate
 from denoise3d.data.bonds import hop_matrix
 from denoise3d.data.elements import MAX_Z
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.energy_force import force_field_from
 from denoise3d.models.heads import voigt
-from denoise3d.train.loop import resolve_device
 
 FORMATS = (".extxyz", ".csv")
 
@@ -94,7 +94,7 @@ def predict(path, structures, out, allow_unseen: bool = False, batch_size: int =
         raise ValueError(f"{structures}: {first} is periodic, and {type(models[0]).__name__} is "
                          f"not defined for periodic structures (it runs over every pair of atoms of "
                          f"one molecule); use a radius backbone's checkpoint")
-    dev = resolve_device(device)
+    dev = device_named(device)
     for model in models:
         model.to(dev)
     t0 = time.perf_counter()

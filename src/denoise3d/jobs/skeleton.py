@@ -28,12 +28,12 @@ import numpy as np
 import yaml
 from torch import nn
 
-from denoise3d.config import Config, ConfigError, explicit_keys, save_config, to_dict
+from denoise3d.config import Config, ConfigError, device_named, explicit_keys, save_config, to_dict
 from denoise3d.data.batching import loader
 from denoise3d.data.sources import load_data, load_dataset
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.lock import output_folder
-from denoise3d.train.loop import Trainer, resolve_device
+from denoise3d.train.loop import Trainer
 from denoise3d.train.seed import seed_everything
 from denoise3d.train.state import resume_path
 
@@ -228,7 +228,7 @@ def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
         indices = split[split_name]
     checkpoint.Domain.of(ckpt, allow_unseen).check(ds.compositions(indices),
                                                    cfg.data.path or cfg.data.dataset)
-    device = resolve_device(cfg.train.device)
+    device = device_named(cfg.train.device)
     for model in models:
         model.to(device)
     return ds, loader(ds, indices, cfg.data, train=False), device

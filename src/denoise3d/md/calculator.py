@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from denoise3d.config import device_named
 from denoise3d.data.batch import Batch, Molecule, collate, hops_to_edge_type
-from denoise3d.data.bonds import BOND_FACTOR, bond_list, hops_from_bonds, pair_keys
+from denoise3d.data.bonds import (BOND_FACTOR, bond_list, bond_search_cutoff, hops_from_bonds,
+                                  pair_keys)
 from denoise3d.data.elements import COVALENT_RADII
 from denoise3d.models.heads import voigt
 from denoise3d.models.inference import ForceField
 from denoise3d.models.neighbours import OTHER, search_pairs
-from denoise3d.train.loop import resolve_device
 
 __all__ = ["Denoise3DCalculator"]
 
@@ -61,15 +62,11 @@ class Topology:
     def same_atoms(self, z, pbc) -> bool:
         return np.array_equal(self.z, z) and np.array_equal(self.pbc, pbc)
 
-    def bond_search_cutoff(self) -> float:
-        """The distance (Å) within which :func:`~denoise3d.data.bonds.bond_list` looks for bonds."""
-        return BOND_FACTOR * 2.0 * float(COVALENT_RADII[self.z].max()) if len(self.z) else 0.0
-
     def bonds_changed(self, pos, cell, pairs=None) -> bool:
         """A cached bond longer than ``BREAK_FACTOR`` (r_i + r_j), or a new bonded pair closer than
         the perception threshold, in the current cell (NPT changes it every step); linear in the
         number of atoms. ``pairs``: this geometry's neighbour pairs ``(i, j, S)`` numpy, from a
-        search at least :meth:`bond_search_cutoff` wide (the radius graph of the same call),
+        search at least :func:`~denoise3d.data.bonds.bond_search_cutoff` wide (the radius graph of the same call),
         so that no second neighbour search is needed; None searches."""
         bi, bj, bs = self.bonds
         r = COVALENT_RADII[self.z]
@@ -124,7 +121,7 @@ class Denoise3DCalculator(Calculator):
         super().__init__(**kwargs)
         if (checkpoint is None) == (model is None):
             raise ValueError("give either a checkpoint or model=(backbone, objective)")
-        self.device = resolve_device(device)  # a bad name fails before the checkpoint loads
+        self.device = device_named(device)  # a bad name fails before the checkpoint loads
         self.domain = None  # the training domain (checkpoints only)
         if model is None:
             from denoise3d.jobs.energy_force import load_force_field
@@ -158,7 +155,7 @@ class Denoise3DCalculator(Calculator):
         cell, pbc = np.asarray(atoms.cell.array, np.float64), np.asarray(atoms.pbc, bool)
         t = self.topology
         if t is not None and t.same_atoms(z, pbc):
-            if pairs is not None and pairs_cutoff < t.bond_search_cutoff():
+            if pairs is not None and pairs_cutoff < bond_search_cutoff(z):
                 pairs = None
             if self.fixed or not t.bonds_changed(pos, cell, pairs):
                 return t

@@ -35,28 +35,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from denoise3d.config import ConfigError, TrainConfig
+from denoise3d.config import ConfigError, TrainConfig, device_named
 from denoise3d.train.distributed import (ShardedLoader, broadcast_module, gather_objects,
                                          init_distributed, sync_gradients)
 from denoise3d.train.ema import EMA
 from denoise3d.train.logging import CSVLog, TensorBoardLog, plot_learning_curve
 from denoise3d.train.optim import build_optimizer, build_scheduler
 from denoise3d.train.state import load_resume, resume_path, save_resume
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``torch.device`` of ``name`` ("auto": CUDA when available, else CPU); a one-line ValueError
-    for a name that is not a device or a CUDA device this torch build cannot see."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name}: this torch build sees no CUDA device (install a CUDA "
-                         f"build of torch, or use cpu)")
-    return dev
 
 
 def _autocast_dtype(precision: str, device: torch.device, verbose: bool) -> torch.dtype | None:
@@ -118,7 +103,7 @@ class Trainer:
         if cfg.nonfinite not in ("error", "skip"):
             raise ConfigError(f"unknown train.nonfinite {cfg.nonfinite!r} (known: error, skip)")
         self.cfg = cfg
-        self.dist, self.device = init_distributed(resolve_device(cfg.device))
+        self.dist, self.device = init_distributed(device_named(cfg.device))
         self.weights = {name: w for name, (w, _) in objectives.items()}
         self.model = nn.ModuleDict({
             "backbone": backbone,
