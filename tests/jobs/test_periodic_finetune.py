@@ -155,9 +155,18 @@ def test_predict_keeps_the_cell_and_matches_the_calculator(boxes, tmp_path, caps
               f"data.cache_dir={tmp_path}"]
     assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", *common,
                  "model.backbone=schnet", "model.num_rbf=null", f"train.out={out}"]) == 0
+    capsys.readouterr()
     assert main(["predict", str(out / "finetune.pt"), str(boxes), "--out",
                  str(tmp_path / "pred.extxyz")]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["stress"] == "eV/Å³"  # the unit stated
     pred = ase.io.read(tmp_path / "pred.extxyz", ":")
+    assert "stress:eV/Å³" in pred[0].info["units"]
+    assert main(["predict", str(out / "finetune.pt"), str(boxes), "--out",
+                 str(tmp_path / "pred.csv")]) == 0
+    rows = (tmp_path / "pred.csv").read_text().splitlines()
+    assert rows[0].endswith("stress_xx (eV/Å³),stress_yy (eV/Å³),stress_zz (eV/Å³),"
+                            "stress_yz (eV/Å³),stress_xz (eV/Å³),stress_xy (eV/Å³)")
+    first = [float(v) for v in rows[1].split(",")[-6:]]
     frames = ase.io.read(boxes, ":")
     calc = Denoise3DCalculator(out / "finetune.pt")
     for p, f in zip(pred[:3], frames[:3]):
@@ -166,6 +175,7 @@ def test_predict_keeps_the_cell_and_matches_the_calculator(boxes, tmp_path, caps
         assert p.get_potential_energy() == pytest.approx(f.get_potential_energy(), abs=1e-4)
         np.testing.assert_allclose(p.get_forces(), f.get_forces(), atol=1e-4)
         np.testing.assert_allclose(p.get_stress(), f.get_stress(), atol=1e-5)
+    np.testing.assert_allclose(first, pred[0].get_stress(), atol=1e-7)
     egnn = tmp_path / "egnn"
     import ase
 

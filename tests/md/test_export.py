@@ -127,14 +127,17 @@ print(json.dumps({{"energy": float(out["energy"]), "forces": out["forces"].tolis
 
 
 def test_exported_program_refuses_malformed_input_in_one_line():
-    """Shapes, an empty structure, atomic numbers out of range and NaN coordinates are refused
-    with a message, not an index error from deep inside the program."""
+    """Shapes, an empty structure, atomic numbers out of range, NaN coordinates and two atoms
+    within 0.1 Å (the readers' check) are refused with a message, not an index error from deep
+    inside the program."""
     backbone, objective = model("painn")
     program = torch.jit.script(ExportedForceField(backbone, objective, list(range(1, 55)), torch.float64))
     z, pos, cell, pbc = inputs(structures(periodic=False)[0])
     for args, match in [((z[:0], pos[:0], cell, pbc), "expected z"),
                         ((z, pos[:-1], cell, pbc), "expected z"),
                         ((torch.full_like(z, 78), pos, cell, pbc), "unsupported element"),
-                        ((z, pos * float("nan"), cell, pbc), "non-finite")]:
+                        ((z, pos * float("nan"), cell, pbc), "non-finite"),
+                        ((z, torch.cat([pos[:1], pos[:1] + 0.05, pos[2:]]), cell, pbc),
+                         "atoms 0 and 1 coincide")]:
         with pytest.raises(Exception, match=match):
             program(*args)

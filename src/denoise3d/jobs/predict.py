@@ -5,9 +5,11 @@ in the label's internal unit (eV for energies). Structures come from any structu
 readers know (xyz, extxyz, SDF, ASE db, a directory; :mod:`denoise3d.data.readers`); bonds (hop
 types) are perceived per structure, by the minimum image for a periodic cell (radius backbones
 only: EGNN refuses one in one line); a force field also gives the stress (eV/Å³, Voigt) of a
-cell periodic in all directions, and the extxyz output keeps the cell. Output by suffix: ``.extxyz`` (ASE: energy and forces as the
-frame's calculator results, properties in ``info``, units in ``info["units"]``) or ``.csv`` (one
-row per structure; column names carry the unit; forces are not written to CSV). Structures with
+cell periodic in all directions, and the extxyz output keeps the cell. Output by suffix: ``.extxyz`` (ASE: energy, forces and
+stress as the frame's calculator results, properties in ``info``, units in ``info["units"]``) or
+``.csv`` (one row per structure; column names carry the unit; stress as six Voigt columns, empty
+for a structure that is not fully periodic; forces are not written to CSV). The summary's
+``outputs`` lists each output with its unit (stress only when some structure has one). Structures with
 an element absent from the training data are refused, as in ``evaluate``.
 """
 
@@ -30,6 +32,7 @@ from denoise3d.jobs.energy_force import force_field_from
 from denoise3d.models.heads import voigt
 
 FORMATS = (".extxyz", ".csv")
+VOIGT = ("xx", "yy", "zz", "yz", "xz", "xy")  # ASE's order
 
 
 def predictor(ckpt: checkpoint.Checkpoint, compile: bool = False):
@@ -56,7 +59,7 @@ def predictor(ckpt: checkpoint.Checkpoint, compile: bool = False):
                     "forces": list(torch.split(forces.double().cpu(), batch.natoms.tolist())),
                     **extra}
 
-        return (backbone, objective), run, {"energy": "eV", "forces": "eV/Å"}
+        return (backbone, objective), run, {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å³"}
     from denoise3d.jobs.property import model_from
 
     backbone, heads = model_from(ckpt)
@@ -107,6 +110,9 @@ def predict(path, structures, out, allow_unseen: bool = False, batch_size: int =
         for k, v in run(batch).items():
             values.setdefault(k, []).extend(v)
     seconds = time.perf_counter() - t0
+    if "stress" in values and all(v is None for v in values["stress"]):  # no periodic cell
+        del values["stress"]
+        units = {k: u for k, u in units.items() if k != "stress"}
     _write(out, records, values, units)
     rate = len(records) / max(seconds, 1e-9)
     print(f"predicted {len(records)} structures ({rate:.1f} structures/s); wrote {out}",
@@ -119,13 +125,18 @@ def _write(out: Path, records, values: dict, units: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".csv":
-        scalars = [k for k in units if k != "forces"]
+        scalars = [k for k in units if k not in ("forces", "stress")]
+        stress = [f"stress_{c} ({units['stress']})" for c in VOIGT] if "stress" in units else []
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["name", "smiles", "n_atoms", *[f"{k} ({units[k] or 'unitless'})"
-                                                       for k in scalars]])
+                                                       for k in scalars], *stress])
             for i, r in enumerate(records):
-                w.writerow([r.name, r.smiles, len(r.z), *[repr(values[k][i]) for k in scalars]])
+                row = [r.name, r.smiles, len(r.z), *[repr(values[k][i]) for k in scalars]]
+                if stress:  # empty cells for a structure that is not periodic in all directions
+                    v = values["stress"][i]
+                    row += [repr(float(x)) for x in v] if v is not None else [""] * 6
+                w.writerow(row)
     else:
         import ase.io
         from ase import Atoms

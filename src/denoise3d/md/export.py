@@ -14,6 +14,8 @@ tension), exactly as :class:`~denoise3d.md.calculator.Denoise3DCalculator` does 
 * the **neighbour search** (vesin's TorchScript class) and the hop type of each pair, or EGNN's
   fully connected graph of a molecule;
 * the **training domain**: structures with elements absent from the training data are refused;
+* the readers' **structure check**: shapes, atomic numbers 1..54, finite coordinates, and no two
+  atoms (or an atom and a periodic image) closer than 0.1 Å, each refused with a message;
 * the backbone's :meth:`features`, the energy head, and forces / stress by autograd.
 
 Loading needs torch and ``vesin-torch`` only (``import vesin_torch`` registers the neighbour
@@ -39,6 +41,7 @@ from torch import nn
 
 from denoise3d.data.bonds import BOND_FACTOR
 from denoise3d.data.elements import COVALENT_RADII, MAX_Z
+from denoise3d.data.readers import MIN_DISTANCE
 from denoise3d.md.calculator import BREAK_FACTOR
 from denoise3d.models.radial import N_EDGE_TYPES
 
@@ -120,6 +123,7 @@ class ExportedForceField(nn.Module):
         self.cutoff = float(getattr(backbone, "cutoff", 0.0))
         self.dtype = dtype
         self.bond_factor, self.break_factor, self.other = BOND_FACTOR, BREAK_FACTOR, OTHER
+        self.min_distance = MIN_DISTANCE
         self.register_buffer("radii", torch.as_tensor(COVALENT_RADII, dtype=torch.float64))
         known = torch.zeros(MAX_Z + 1, dtype=torch.bool)
         known[torch.as_tensor(elements, dtype=torch.long)] = True
@@ -145,6 +149,11 @@ class ExportedForceField(nn.Module):
         r = self.radii[z]
         out = self._search(self.bond_factor * 2.0 * float(r.max()), pos, cell, pbc, "ijSd")
         i, j, s, d = out[0].long(), out[1].long(), out[2].long(), out[3]
+        close = d < self.min_distance
+        if bool(close.any()):  # as the readers' check: one atom written twice
+            k = int(torch.nonzero(close)[0, 0])
+            raise RuntimeError("atoms " + str(int(i[k])) + " and " + str(int(j[k])) + " coincide "
+                               "(closer than " + str(self.min_distance) + " Å)")
         bond = d < self.bond_factor * (r[i] + r[j])
         return torch.cat([i[bond].unsqueeze(1), j[bond].unsqueeze(1), s[bond]], dim=1)
 
