@@ -193,3 +193,48 @@ def test_export_writes_a_torchscript_file_equal_to_the_calculator(finetuned, tra
     assert np.abs(out["forces"].numpy() - f).max() <= 1e-5 * np.abs(f).max()
     assert main(["export", "/nonexistent.pt", str(tmp_path / "x.pt")]) == 2
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_fitted_energy_head_scale_is_the_least_squares_factor(trajectories, tmp_path, capsys):
+    """finetune.energy_head_scale=fit: the pretrained forces times c, c the least-squares factor
+    on the training forces, and the training frames' mean energy kept; a bad value is one line."""
+    from denoise3d.config import explicit_keys, load_config
+    from denoise3d.data.sources import load_data
+    from denoise3d.jobs import checkpoint
+    from denoise3d.jobs.energy_force import energy_force_objective, fit_head_scale
+    from denoise3d.train.checkpoint import load_state
+
+    pt = tmp_path / "pt"
+    assert main(["pretrain", *TINY, "data.dataset=md17", "data.split=random",
+                 f"data.path={trajectories[0]}", "train.epochs=1", f"train.out={pt}",
+                 "pretrain.objectives=[{name: denoise, vector: gradient}]"]) == 0
+    cfg = load_config("configs/finetune/md17_cpu.yaml",
+                      [*TINY, f"data.path={trajectories[0]}", f"finetune.init={pt / 'pretrain.pt'}",
+                       "finetune.energy_head=mlp_of_sum"])
+    backbone, init = checkpoint.initial(cfg)
+    ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
+    objective = energy_force_objective(cfg, ds, split["train"])
+    load_state(objective.head, init.energy_head()[1], "energy head", "test")
+    batch = ds.batch(split["train"], targets=["energy", "forces"])
+    true = batch.targets["forces"].double()
+    _, before = objective.predict(backbone.eval(), batch)
+    before = before.double()
+    factor, cosine = fit_head_scale(backbone, objective, ds, split["train"], batch_size=7)
+    energy, after = objective.predict(backbone, batch)
+    expected = float((before * true).sum() / (before * before).sum())
+    assert factor == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(after.double(), factor * before, rtol=1e-4, atol=1e-6)
+    assert abs(float(((factor * before - true) * before).sum())) < 1e-3 * float((true ** 2).sum())
+    assert float(energy.mean()) == pytest.approx(float(batch.targets["energy"].mean()), abs=1e-4)
+    assert cosine == pytest.approx(float((before * true).sum() / before.norm() / true.norm()),
+                                   rel=1e-6)
+    capsys.readouterr()
+    common = ["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=0",
+              f"data.path={trajectories[0]}", f"finetune.init={pt / 'pretrain.pt'}",
+              "finetune.energy_head=mlp_of_sum"]
+    assert main([*common, "finetune.energy_head_scale=fit", f"train.out={tmp_path / 'a'}"]) == 0
+    assert "energy head scaled by" in capsys.readouterr().out
+    assert main([*common, "finetune.energy_head_scale=big", f"train.out={tmp_path / 'b'}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "energy_head_scale must be std or fit" in err and "\n" not in err
+    assert not (tmp_path / "b").exists()

@@ -114,6 +114,11 @@ class FinetuneConfig:
     # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
     # pretrained force field -∇E; false = a fresh head on the pretrained backbone
     init_energy_head: bool = True
+    # ... and its scale: std (E = std · head + mean: the pretrained −∇E times the training energies'
+    # std, as before 2026-12-02) | fit (one factor fitted by least squares so that the pretrained
+    # forces best match the training forces: a denoising head is a force field up to the factor
+    # kT/σ, Zaidi et al. §3, which the labels fix)
+    energy_head_scale: str = "std"
     # energy_force: the energy head. atomwise: E = scale · Σ_i e(h_i) + Σ_i E0[z_i] (extensive; any
     # mix of molecules); mlp_of_sum: E = std · MLP(Σ_i h_i) + mean (the pretraining objectives'
     # energy model, which init_energy_head can start from; the head of results before 2026-12)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from denoise3d.config import Config, ConfigError, explicit_keys
 from denoise3d.data.elements import MAX_Z, Z_OF
@@ -110,6 +111,43 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
                                  **stress)
 
 
+@torch.no_grad()
+def fit_head_scale(backbone, objective, ds, train_idx, max_frames: int = 1000,
+                   batch_size: int = 50) -> tuple[float, float]:
+    """Scale an mlp_of_sum energy head started from a pretrained one so that its forces best
+    match the training forces: ``c = Σ F̂·F / Σ F̂·F̂`` over (up to ``max_frames``) training
+    frames, F̂ the current forces (eV/Å); the head's last layer is multiplied by c (forces scale
+    by c) and its bias shifted so that the mean energy of those frames is the training mean.
+    Returns ``(c, cosine(F̂, F))``. A gradient-mode denoising head predicts ε̂ = +∂E/∂X̃ ≈
+    −σ F / kT on samples of a Boltzmann distribution (Zaidi et al. 2023, §3), so it is a force
+    field up to a factor that the labels fix. ``ValueError`` if the pretrained forces are all
+    zero."""
+    idx = np.asarray(train_idx)[:max_frames]
+    dot = norm = ref = 0.0
+    heads, energies = [], []
+    was = backbone.training
+    backbone.eval()
+    for k in range(0, len(idx), batch_size):
+        batch = ds.batch(idx[k:k + batch_size], targets=["energy", "forces"])
+        energy, pred = objective.predict(backbone, batch)
+        pred, true = pred.double(), batch.targets["forces"].double()
+        dot, norm = dot + float((pred * true).sum()), norm + float((pred ** 2).sum())
+        ref += float((true ** 2).sum())
+        heads.append((energy.double() - objective.mean) / objective.std)  # the head's output
+        energies.append(batch.targets["energy"].double())
+    backbone.train(was)
+    if norm == 0.0:
+        raise ValueError("finetune.energy_head_scale=fit: the pretrained energy head gives zero "
+                         "forces on the training frames")
+    factor = dot / norm
+    shift = float(((torch.cat(energies) - objective.mean) / objective.std
+                   - factor * torch.cat(heads)).mean())
+    last = [m for m in objective.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last.weight.mul_(factor)
+    last.bias.mul_(factor).add_(shift)
+    return factor, dot / (norm * ref) ** 0.5 if ref > 0 else 0.0
+
+
 def params(cfg: Config) -> dict:
     out = {"energy_weight": cfg.finetune.energy_weight, "force_weight": cfg.finetune.force_weight,
            "head": cfg.finetune.energy_head}
@@ -146,6 +184,17 @@ def build(cfg: Config) -> Job:
             # E = std · head + mean: the starting forces are the pretrained −∇E times the energy std
             head_from = found[0]
             load_state(objective.head, found[1], "energy head", cfg.finetune.init)
+            if cfg.finetune.energy_head_scale == "fit":
+                factor, cosine = fit_head_scale(backbone, objective, ds, split["train"])
+                print(f"note: energy head scaled by {factor:.4g}: the pretrained forces fitted to "
+                      f"the training forces by least squares (cosine {cosine:.3f})")
+    if cfg.finetune.energy_head_scale not in ("std", "fit"):
+        raise ConfigError(f"finetune.energy_head_scale must be std or fit, got "
+                          f"{cfg.finetune.energy_head_scale!r}")
+    if cfg.finetune.energy_head_scale == "fit" and head_from is None:
+        print("note: finetune.energy_head_scale=fit does nothing here: no pretrained energy head "
+              "was transferred (it needs finetune.init with an energy model, "
+              "finetune.init_energy_head=true and finetune.energy_head=mlp_of_sum)")
 
     def validate(trainer, valid):
         errors = force_field_errors(trainer.backbone, objective, valid, trainer.device)
