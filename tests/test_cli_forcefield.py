@@ -234,7 +234,9 @@ def test_fitted_energy_head_scale_is_the_least_squares_factor(trajectories, tmp_
               "finetune.energy_head=mlp_of_sum"]
     assert main([*common, "finetune.energy_head_scale=fit", f"train.out={tmp_path / 'a'}"]) == 0
     assert "energy head scaled by" in capsys.readouterr().out
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["energy_head_scale_fitted"] == pytest.approx(factor, rel=1e-3)
     assert main([*common, "finetune.energy_head_scale=big", f"train.out={tmp_path / 'b'}"]) != 0
     err = capsys.readouterr().err.strip()
-    assert "energy_head_scale must be std or fit" in err and "\n" not in err
+    assert "finetune.energy_head_scale=big must be std or fit" in err and "\n" not in err
     assert not (tmp_path / "b").exists()

@@ -114,10 +114,12 @@ class FinetuneConfig:
     # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
     # pretrained force field -∇E; false = a fresh head on the pretrained backbone
     init_energy_head: bool = True
-    # ... and its scale: std (E = std · head + mean: the pretrained −∇E times the training energies'
-    # std, as before 2026-12-02) | fit (one factor fitted by least squares so that the pretrained
-    # forces best match the training forces: a denoising head is a force field up to the factor
-    # kT/σ, Zaidi et al. §3, which the labels fix)
+    # energy_force from a pretrained energy head (init_energy_head, energy_head=mlp_of_sum): its
+    # scale. std: E = std · head + mean, the pretrained −∇E times the training energies' std (the
+    # default; every result before 2026-12-02). fit: one factor fitted by least squares so that
+    # the pretrained forces best match the training forces, and the energy offset so that the
+    # training mean is kept (a gradient-mode denoising head is a force field up to kT/σ, Zaidi et
+    # al. §3; a 3D-EMGP head is scaled the same way). The factor and cosine go to metrics.json.
     energy_head_scale: str = "std"
     # energy_force: the energy head. atomwise: E = scale · Σ_i e(h_i) + Σ_i E0[z_i] (extensive; any
     # mix of molecules); mlp_of_sum: E = std · MLP(Σ_i h_i) + mean (the pretraining objectives'
@@ -283,6 +285,7 @@ RULES = [
     ("train.ema_decay", lambda v: v is None or 0 < v < 1, "in (0, 1) or null"),
     ("data.batch_size", lambda v: v >= 1, ">= 1"),
     ("finetune.stress_weight", lambda v: v >= 0, ">= 0"),
+    ("finetune.energy_head_scale", lambda v: v in ("std", "fit"), "std or fit"),
     ("data.max_train", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.epoch_size", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("data.max_valid", lambda v: v is None or v >= 1, ">= 1 or null"),

@@ -176,6 +176,16 @@ def test_predict_keeps_the_cell_and_matches_the_calculator(boxes, tmp_path, caps
         np.testing.assert_allclose(p.get_forces(), f.get_forces(), atol=1e-4)
         np.testing.assert_allclose(p.get_stress(), f.get_stress(), atol=1e-5)
     np.testing.assert_allclose(first, pred[0].get_stress(), atol=1e-7)
+    # a molecule between periodic frames: its own batch, no stress; the boxes keep theirs
+    water = Atoms(numbers=[8, 1, 1], positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    ase.io.write(tmp_path / "mixed.extxyz", [frames[0], water, frames[1]])
+    assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "mixed.extxyz"), "--out",
+                 str(tmp_path / "mixed.csv")]) == 0
+    rows = [r.split(",") for r in (tmp_path / "mixed.csv").read_text().splitlines()[1:]]
+    assert [r[2] for r in rows] == [str(len(frames[0])), "3", str(len(frames[1]))]
+    assert rows[1][-6:] == [""] * 6
+    np.testing.assert_allclose([float(v) for v in rows[0][-6:]], pred[0].get_stress(), atol=1e-7)
+    np.testing.assert_allclose([float(v) for v in rows[2][-6:]], pred[1].get_stress(), atol=1e-7)
     egnn = tmp_path / "egnn"
     import ase
 

@@ -138,6 +138,9 @@ def test_exported_program_refuses_malformed_input_in_one_line():
                         ((torch.full_like(z, 78), pos, cell, pbc), "unsupported element"),
                         ((z, pos * float("nan"), cell, pbc), "non-finite"),
                         ((z, torch.cat([pos[:1], pos[:1] + 0.05, pos[2:]]), cell, pbc),
-                         "atoms 0 and 1 coincide")]:
+                         r"atoms 0 and 1 coincide \(closer than 0.1 Å\)"),
+                        ((z[:1], pos[:1], 0.05 * torch.eye(3, dtype=torch.float64),
+                          torch.ones(3, dtype=torch.bool)), "atom 0 is closer than 0.1 Å to its "
+                         "own periodic image")]:
         with pytest.raises(Exception, match=match):
             program(*args)

@@ -174,7 +174,7 @@ def build(cfg: Config) -> Job:
     backbone, init = checkpoint.initial(cfg)
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
     objective = energy_force_objective(cfg, ds, split["train"])
-    head_from = None
+    head_from, fitted = None, None
     if init is not None and cfg.finetune.init_energy_head:
         found = init.energy_head()
         if found is not None and objective.kind == "atomwise":
@@ -185,12 +185,9 @@ def build(cfg: Config) -> Job:
             head_from = found[0]
             load_state(objective.head, found[1], "energy head", cfg.finetune.init)
             if cfg.finetune.energy_head_scale == "fit":
-                factor, cosine = fit_head_scale(backbone, objective, ds, split["train"])
-                print(f"note: energy head scaled by {factor:.4g}: the pretrained forces fitted to "
-                      f"the training forces by least squares (cosine {cosine:.3f})")
-    if cfg.finetune.energy_head_scale not in ("std", "fit"):
-        raise ConfigError(f"finetune.energy_head_scale must be std or fit, got "
-                          f"{cfg.finetune.energy_head_scale!r}")
+                fitted = fit_head_scale(backbone, objective, ds, split["train"])
+                print(f"note: energy head scaled by {fitted[0]:.4g}: the pretrained forces "
+                      f"fitted to the training forces by least squares (cosine {fitted[1]:.3f})")
     if cfg.finetune.energy_head_scale == "fit" and head_from is None:
         print("note: finetune.energy_head_scale=fit does nothing here: no pretrained energy head "
               "was transferred (it needs finetune.init with an energy model, "
@@ -210,6 +207,8 @@ def build(cfg: Config) -> Job:
             **{f"valid_{k}": v for k, v in kept["metrics"].items() if k not in ("step", "epoch")},
             **trivial,
             "best_epoch": kept["epoch"], "init": cfg.finetune.init, "energy_head_from": head_from,
+            **({"energy_head_scale_fitted": fitted[0], "energy_head_cosine": fitted[1]}
+               if fitted else {}),
             "energy_head": objective.kind,
             "data": cfg.data.path, "molecule": ds.meta.get("name"), "theory": ds.meta.get("theory"),
             "train_size": len(split["train"]), "valid_size": len(split["valid"]),

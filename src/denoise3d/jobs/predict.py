@@ -102,13 +102,19 @@ def predict(path, structures, out, allow_unseen: bool = False, batch_size: int =
         model.to(dev)
     t0 = time.perf_counter()
     values: dict[str, list] = {}
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        mols = [Molecule(r.z, r.pos, None if r.cell is not None else hop_matrix(r.z, r.pos),
-                         cell=r.cell, pbc=r.pbc) for r in chunk]
-        batch = collate(mols, graph="full" if full else "bonded").to(dev)
-        for k, v in run(batch).items():
-            values.setdefault(k, []).extend(v)
+    # structures periodic in all directions (which have a stress) are batched apart from the rest
+    stressed = [r.pbc is not None and bool(np.all(r.pbc)) for r in records]
+    order = [i for i, p in enumerate(stressed) if p] + [i for i, p in enumerate(stressed) if not p]
+    for group in (order[:sum(stressed)], order[sum(stressed):]):
+        for start in range(0, len(group), batch_size):
+            chunk = [records[i] for i in group[start:start + batch_size]]
+            mols = [Molecule(r.z, r.pos, None if r.cell is not None else hop_matrix(r.z, r.pos),
+                             cell=r.cell, pbc=r.pbc) for r in chunk]
+            batch = collate(mols, graph="full" if full else "bonded").to(dev)
+            for k, v in run(batch).items():
+                values.setdefault(k, []).extend(v)
+    back = np.argsort(order)  # the values in the records' order
+    values = {k: [v[i] for i in back] for k, v in values.items()}
     seconds = time.perf_counter() - t0
     if "stress" in values and all(v is None for v in values["stress"]):  # no periodic cell
         del values["stress"]

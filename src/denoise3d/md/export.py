@@ -124,6 +124,7 @@ class ExportedForceField(nn.Module):
         self.dtype = dtype
         self.bond_factor, self.break_factor, self.other = BOND_FACTOR, BREAK_FACTOR, OTHER
         self.min_distance = MIN_DISTANCE
+        self.min_distance_text = f"{MIN_DISTANCE:g}"
         self.register_buffer("radii", torch.as_tensor(COVALENT_RADII, dtype=torch.float64))
         known = torch.zeros(MAX_Z + 1, dtype=torch.bool)
         known[torch.as_tensor(elements, dtype=torch.long)] = True
@@ -152,8 +153,12 @@ class ExportedForceField(nn.Module):
         close = d < self.min_distance
         if bool(close.any()):  # as the readers' check: one atom written twice
             k = int(torch.nonzero(close)[0, 0])
+            if int(i[k]) == int(j[k]):
+                raise RuntimeError("atom " + str(int(i[k])) + " is closer than "
+                                   + self.min_distance_text + " Å to its own periodic image "
+                                   "(the cell is too small)")
             raise RuntimeError("atoms " + str(int(i[k])) + " and " + str(int(j[k])) + " coincide "
-                               "(closer than " + str(self.min_distance) + " Å)")
+                               "(closer than " + self.min_distance_text + " Å)")
         bond = d < self.bond_factor * (r[i] + r[j])
         return torch.cat([i[bond].unsqueeze(1), j[bond].unsqueeze(1), s[bond]], dim=1)
 
