@@ -136,6 +136,9 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimiser steps (None = all epochs)
     lr: float = 5e-4
+    # the backbone's lr is lr × this factor, the heads' lr (and the logged lr) stays lr; < 1
+    # fine-tunes a pretrained backbone gently (discriminative fine-tuning); 1 = one group
+    backbone_lr_factor: float = 1.0
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     scheduler: str = "cosine"  # cosine | constant | plateau (ReduceLROnPlateau, valid loss)

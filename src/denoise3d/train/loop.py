@@ -114,7 +114,8 @@ class Trainer:
             if self.dist.rank > 0:
                 torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg,
+                                         self.model["backbone"].parameters())
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.amp_dtype = _autocast_dtype(cfg.precision, self.device, self.dist.is_main)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None

@@ -9,9 +9,20 @@ import torch
 from denoise3d.config import ConfigError, TrainConfig
 
 
-def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: TrainConfig, backbone_params=None) -> torch.optim.Optimizer:
+    """Adam over ``params``; with ``train.backbone_lr_factor`` ≠ 1 the ``backbone_params`` (a
+    subset of ``params``) form a second group at ``lr × factor`` (the first group, the heads,
+    keeps ``lr``). Schedules scale both groups alike."""
     if len(cfg.betas) != 2:
         raise ConfigError(f"train.betas must have two values, got {cfg.betas}")
+    if not cfg.backbone_lr_factor >= 0:
+        raise ConfigError(f"train.backbone_lr_factor must be >= 0, got {cfg.backbone_lr_factor}")
+    params = list(params)
+    if cfg.backbone_lr_factor != 1.0 and backbone_params is not None:
+        ids = {id(p) for p in backbone_params}
+        params = [{"params": [p for p in params if id(p) not in ids]},
+                  {"params": [p for p in params if id(p) in ids],
+                   "lr": cfg.lr * cfg.backbone_lr_factor}]
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
