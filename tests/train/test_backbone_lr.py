@@ -10,20 +10,7 @@ from denoise3d.config import ConfigError, TrainConfig
 from denoise3d.train.loop import Trainer
 from denoise3d.train.optim import build_optimizer, build_scheduler
 
-
-class Loader(list):
-    def set_epoch(self, epoch):
-        pass
-
-
-class Point:  # the two things the Trainer needs of a batch
-    num_graphs = 1
-
-    def __init__(self, x):
-        self.x = x
-
-    def to(self, device):
-        return self
+from tests.train.test_plateau import Loader, Point  # the Trainer's minimal loader and batch
 
 
 class Shift(nn.Module):  # a head with its own weight: loss (w + b - x)²
