@@ -10,7 +10,7 @@ from denoise3d.config import ConfigError, TrainConfig
 from denoise3d.train.loop import Trainer
 from denoise3d.train.optim import build_optimizer, build_scheduler
 
-from tests.train.test_plateau import Loader, Point  # the Trainer's minimal loader and batch
+from test_plateau import Loader, Point  # the Trainer's minimal loader and batch
 
 
 class Shift(nn.Module):  # a head with its own weight: loss (w + b - x)²
