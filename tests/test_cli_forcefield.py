@@ -240,3 +240,21 @@ def test_fitted_energy_head_scale_is_the_least_squares_factor(trajectories, tmp_
     err = capsys.readouterr().err.strip()
     assert "finetune.energy_head_scale=big must be std or fit" in err and "\n" not in err
     assert not (tmp_path / "b").exists()
+
+
+def test_noisy_nodes_energy_force_finetuning_and_its_checkpoint(trajectories, tmp_path, capsys):
+    """finetune.noisy_nodes_weight > 0 on a force field: the training log carries the denoising
+    term, and the checkpoint (with its noise head) loads in evaluate and export."""
+    out = tmp_path / "nn"
+    assert main(["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=2",
+                 "model.backbone=painn", "model.num_rbf=null", "finetune.noisy_nodes_weight=0.1",
+                 "finetune.noisy_nodes_sigma=0.02", f"data.path={trajectories[0]}",
+                 f"train.out={out}"]) == 0
+    train_log = (out / "log.csv").read_text().splitlines()
+    assert "energy_force_denoise" in train_log[0].split(",")
+    ckpt = torch.load(out / "finetune.pt", weights_only=True)
+    assert ckpt["objectives"]["energy_force"]["params"]["noisy_nodes_weight"] == 0.1
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "finetune.pt"), f"data.path={trajectories[1]}",
+                 "--split", "all"]) == 0
+    assert main(["export", str(out / "finetune.pt"), str(tmp_path / "m.pt")]) == 0

@@ -153,6 +153,10 @@ def params(cfg: Config) -> dict:
            "head": cfg.finetune.energy_head}
     if cfg.finetune.stress_weight > 0:  # absent from older checkpoints: 0
         out["stress_weight"] = cfg.finetune.stress_weight
+    if cfg.finetune.noisy_nodes_weight > 0:  # likewise
+        out.update(noisy_nodes_weight=cfg.finetune.noisy_nodes_weight,
+                   noisy_nodes_sigma=cfg.finetune.noisy_nodes_sigma,
+                   noisy_nodes_vector=cfg.finetune.noisy_nodes_vector)
     return out
 
 
@@ -255,8 +259,11 @@ def force_field_from(ckpt: checkpoint.Checkpoint):
                               f"{ckpt.task!r}; use finetune.task=energy_force)")
     backbone = ckpt.backbone()
     entry = ckpt.objective(OBJECTIVE)
-    objective = EnergyForceRegression(ckpt.config.model.hidden, **entry["params"])
-    load_state(objective, entry["state"], "energy head", ckpt.path)
+    # a Noisy Nodes noise head trains only: predictions, the calculator and exports go without it
+    kept = {k: v for k, v in entry["params"].items() if not k.startswith("noisy_nodes_")}
+    objective = EnergyForceRegression(ckpt.config.model.hidden, **kept)
+    state = {k: v for k, v in entry["state"].items() if not k.startswith("noise_head.")}
+    load_state(objective, state, "energy head", ckpt.path)
     return ckpt.config, backbone.eval(), objective.eval()
 
 

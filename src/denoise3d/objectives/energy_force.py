@@ -21,6 +21,18 @@ Periodic data with stress labels (``stress[0]`` ... ``stress[5]``: ASE's Voigt o
 yz, xz, xy, eV/Å³, as ASE writes a calculator's stress) can also train the stress
 ``σ = (1/V) ∂E/∂ε`` (:func:`~denoise3d.models.heads.energy_forces_stress`) with
 ``stress_weight`` λ_σ > 0; ``stress_scale`` is the RMS of the training stress components.
+
+**Noisy Nodes** for force fields (Godwin et al. 2022; Zaidi et al. §3.2.2 use it as the
+fine-tuning regulariser), on when ``noisy_nodes_weight`` λ > 0 and only in training mode. The force
+labels belong to the clean structure, so the energy and force loss stays on X, and a second forward
+on X̃ = X + σε (ε centred per molecule, σ = ``noisy_nodes_sigma``) predicts the noise with its own
+head (``noisy_nodes_vector``: "direct" vector head or "gradient", as in
+:class:`~denoise3d.objectives.denoise.Denoise`)::
+
+    L = [the loss above on X]  +  λ · mean_{atoms, xyz} (ε̂(X̃) − ε)²
+
+The noise head is used in training only; predictions, the calculator and exported programs read
+the energy head alone. Cost: one more forward and first-order backward per step ("direct").
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from denoise3d.models.heads import (AtomwiseEnergyHead, EnergyHead, energy_and_forces,
-                                    energy_forces_stress, voigt)
+from denoise3d.models.heads import (VECTOR_MODES, AtomwiseEnergyHead, EnergyHead,
+                                    energy_and_forces, energy_forces_stress, vector_head, voigt)
+from denoise3d.objectives.denoise import predict_noise
+from denoise3d.objectives.noise import gaussian_noise
 
 HEADS = ("atomwise", "mlp_of_sum")
 
@@ -43,10 +57,18 @@ class EnergyForceRegression(nn.Module):
 
     def __init__(self, hidden: int, energy_weight: float = 0.2, force_weight: float = 0.8,
                  mean: float = 0.0, std: float = 1.0, head: str = "mlp_of_sum",
-                 scale: float = 1.0, e0=None, stress_weight: float = 0.0, stress_scale: float = 1.0):
+                 scale: float = 1.0, e0=None, stress_weight: float = 0.0, stress_scale: float = 1.0,
+                 noisy_nodes_weight: float = 0.0, noisy_nodes_sigma: float = 0.05,
+                 noisy_nodes_vector: str = "direct"):
         super().__init__()
         if std <= 0:
             raise ValueError(f"energy std must be > 0, got {std}")
+        if noisy_nodes_weight < 0 or (noisy_nodes_weight > 0 and noisy_nodes_sigma <= 0):
+            raise ValueError(f"need noisy_nodes_weight >= 0 and, when on, noisy_nodes_sigma > 0; "
+                             f"got {noisy_nodes_weight}, {noisy_nodes_sigma}")
+        if noisy_nodes_vector not in VECTOR_MODES:
+            raise ValueError(f"noisy_nodes_vector must be one of {VECTOR_MODES}, "
+                             f"got {noisy_nodes_vector!r}")
         if head not in HEADS:
             raise ValueError(f"unknown energy head {head!r} (known: {', '.join(HEADS)})")
         self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)
@@ -57,6 +79,11 @@ class EnergyForceRegression(nn.Module):
         self.head = EnergyHead(hidden) if head == "mlp_of_sum" else AtomwiseEnergyHead(hidden, scale, e0)
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float64))  # eV
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float64))  # eV
+        self.noisy_nodes_weight = float(noisy_nodes_weight)
+        self.noisy_nodes_sigma = float(noisy_nodes_sigma)
+        # only when on: checkpoints without Noisy Nodes keep their state dict
+        self.noise_head = (vector_head(hidden, noisy_nodes_vector) if self.noisy_nodes_weight > 0
+                           else None)
 
     def energy(self, s: torch.Tensor, batch) -> torch.Tensor:
         """E in eV from node features, (n_graphs,) float64 (total energies such as MD17's
@@ -122,6 +149,13 @@ class EnergyForceRegression(nn.Module):
         if self.stress_weight > 0:
             loss = loss + self.stress_weight * s_err.mean() / self.stress_scale
             logs["stress_mae_meV_A3"] = float(s_err.detach().mean()) * 1000.0
+        if self.noise_head is not None and self.training:
+            eps = gaussian_noise(batch.pos, batch.batch, batch.num_graphs)  # (n_atoms, 3), centred
+            noisy = batch.replace(pos=batch.pos + self.noisy_nodes_sigma * eps)
+            eps_hat, _ = predict_noise(backbone, self.noise_head, noisy)
+            denoise = ((eps_hat - eps.to(eps_hat.dtype)) ** 2).mean()
+            loss = loss + self.noisy_nodes_weight * denoise
+            logs["denoise"] = float(denoise.detach())
         return loss, logs
 
 
