@@ -258,3 +258,14 @@ def test_noisy_nodes_energy_force_finetuning_and_its_checkpoint(trajectories, tm
     assert main(["evaluate", str(out / "finetune.pt"), f"data.path={trajectories[1]}",
                  "--split", "all"]) == 0
     assert main(["export", str(out / "finetune.pt"), str(tmp_path / "m.pt")]) == 0
+
+
+def test_noisy_nodes_with_a_frozen_backbone_is_refused(trajectories, tmp_path, capsys):
+    """With the backbone frozen, Noisy Nodes would train only the unused noise head."""
+    out = tmp_path / "frozen"
+    assert main(["finetune", "configs/finetune/md17_cpu.yaml", *TINY, "train.max_steps=1",
+                 "finetune.noisy_nodes_weight=0.1", "finetune.freeze_backbone=true",
+                 f"data.path={trajectories[0]}", f"train.out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "freeze_backbone" in err and len(err.splitlines()) == 1
+    assert not out.exists()

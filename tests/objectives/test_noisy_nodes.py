@@ -121,3 +121,16 @@ def test_energy_force_noisy_nodes_off_in_eval_and_by_default(helpers, toy):
         EnergyForceRegression(8, noisy_nodes_weight=0.1, noisy_nodes_sigma=0.0)
     with pytest.raises(ValueError):
         EnergyForceRegression(8, noisy_nodes_weight=0.1, noisy_nodes_vector="x")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("finetune.noisy_nodes_weight=-0.5", "noisy_nodes_weight=-0.5 must be >= 0"),
+    ("finetune.noisy_nodes_sigma=0", r"noisy_nodes_sigma=0(\.0)? must be > 0"),
+    ("finetune.noisy_nodes_vector=bogus", "noisy_nodes_vector=bogus must be direct or gradient"),
+])
+def test_bad_noisy_nodes_values_are_config_errors_for_every_task(override, words):
+    from denoise3d.config import ConfigError, load_config
+
+    for task in ("property", "energy_force"):
+        with pytest.raises(ConfigError, match=words):
+            load_config(None, [f"finetune.task={task}", override])

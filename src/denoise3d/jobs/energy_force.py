@@ -175,6 +175,10 @@ def baselines(ds, train_idx, test_idx) -> dict[str, float]:
 
 
 def build(cfg: Config) -> Job:
+    if cfg.finetune.freeze_backbone and cfg.finetune.noisy_nodes_weight > 0:
+        raise ConfigError("finetune.noisy_nodes_weight > 0 with finetune.freeze_backbone=true "
+                          "would train only the noise head, which predictions do not use (the "
+                          "energy and force loss sees the clean structure); set one of them off")
     backbone, init = checkpoint.initial(cfg)
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
     objective = energy_force_objective(cfg, ds, split["train"])

@@ -153,7 +153,8 @@ class EnergyForceRegression(nn.Module):
             eps = gaussian_noise(batch.pos, batch.batch, batch.num_graphs)  # (n_atoms, 3), centred
             noisy = batch.replace(pos=batch.pos + self.noisy_nodes_sigma * eps)
             eps_hat, _ = predict_noise(backbone, self.noise_head, noisy)
-            denoise = ((eps_hat - eps.to(eps_hat.dtype)) ** 2).mean()
+            dtype = torch.promote_types(eps_hat.dtype, torch.float32)  # no half-precision error
+            denoise = torch.nn.functional.mse_loss(eps_hat.to(dtype), eps.to(dtype))
             loss = loss + self.noisy_nodes_weight * denoise
             logs["denoise"] = float(denoise.detach())
         return loss, logs
