@@ -40,10 +40,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from denoise3d.models.heads import (VECTOR_MODES, AtomwiseEnergyHead, EnergyHead,
-                                    energy_and_forces, energy_forces_stress, vector_head, voigt)
+from denoise3d.models.heads import (AtomwiseEnergyHead, EnergyHead, energy_and_forces,
+                                    energy_forces_stress, vector_head, voigt)
 from denoise3d.objectives.denoise import predict_noise
 from denoise3d.objectives.noise import gaussian_noise
+from denoise3d.objectives.property import check_noisy_nodes
 
 HEADS = ("atomwise", "mlp_of_sum")
 
@@ -63,12 +64,7 @@ class EnergyForceRegression(nn.Module):
         super().__init__()
         if std <= 0:
             raise ValueError(f"energy std must be > 0, got {std}")
-        if noisy_nodes_weight < 0 or (noisy_nodes_weight > 0 and noisy_nodes_sigma <= 0):
-            raise ValueError(f"need noisy_nodes_weight >= 0 and, when on, noisy_nodes_sigma > 0; "
-                             f"got {noisy_nodes_weight}, {noisy_nodes_sigma}")
-        if noisy_nodes_vector not in VECTOR_MODES:
-            raise ValueError(f"noisy_nodes_vector must be one of {VECTOR_MODES}, "
-                             f"got {noisy_nodes_vector!r}")
+        check_noisy_nodes(noisy_nodes_weight, noisy_nodes_sigma, noisy_nodes_vector)
         if head not in HEADS:
             raise ValueError(f"unknown energy head {head!r} (known: {', '.join(HEADS)})")
         self.energy_weight, self.force_weight = float(energy_weight), float(force_weight)

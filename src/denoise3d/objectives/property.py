@@ -11,6 +11,16 @@ from denoise3d.objectives.denoise import predict_noise
 from denoise3d.objectives.noise import gaussian_noise
 
 
+def check_noisy_nodes(weight: float, sigma: float, vector: str) -> None:
+    """ValueError unless ``weight >= 0``, ``sigma > 0`` when on, and ``vector`` a known mode
+    (the Noisy Nodes settings of every fine-tuning objective)."""
+    if weight < 0 or (weight > 0 and sigma <= 0):
+        raise ValueError(f"need noisy_nodes_weight >= 0 and, when on, noisy_nodes_sigma > 0; "
+                         f"got {weight}, {sigma}")
+    if vector not in VECTOR_MODES:
+        raise ValueError(f"noisy_nodes_vector must be one of {VECTOR_MODES}, got {vector!r}")
+
+
 class PropertyRegression(nn.Module):
     """L1 loss on a standardised graph property: ``mean |ŷ - y| / std`` (3D-EMGP / EGNN recipe).
 
@@ -33,12 +43,7 @@ class PropertyRegression(nn.Module):
                  noisy_nodes_weight: float = 0.0, noisy_nodes_vector: str = "direct",
                  readout: str = "sum"):
         super().__init__()
-        if noisy_nodes_weight < 0 or (noisy_nodes_weight > 0 and noisy_nodes_sigma <= 0):
-            raise ValueError(f"need noisy_nodes_weight >= 0 and, when on, noisy_nodes_sigma > 0; "
-                             f"got {noisy_nodes_weight}, {noisy_nodes_sigma}")
-        if noisy_nodes_vector not in VECTOR_MODES:
-            raise ValueError(f"noisy_nodes_vector must be one of {VECTOR_MODES}, "
-                             f"got {noisy_nodes_vector!r}")
+        check_noisy_nodes(noisy_nodes_weight, noisy_nodes_sigma, noisy_nodes_vector)
         self.target = target
         self.head = PropertyHead(hidden, mean, std, atomref, readout)
         self.noisy_nodes_sigma = float(noisy_nodes_sigma)
