@@ -17,6 +17,7 @@ TINY = {  # width 16; GNS-TAT keeps its 3 x 3 blocks (TAT's eta = 0.8 needs that
     "schnet": ["model.hidden=16", "model.layers=2", "model.num_rbf=8"],
     "painn": ["model.hidden=16", "model.layers=2", "model.num_rbf=8"],
     "torchmd_et": ["model.hidden=16", "model.layers=2", "model.num_rbf=8", "model.num_heads=4"],
+    "mace": ["model.hidden=16"],
     "gns": ["model.hidden=16", "model.layers=2", "model.mlp_hidden=16", "model.num_rbf=8"],
     "gns_tat": ["model.hidden=16", "model.mlp_hidden=16", "model.num_rbf=8"],
 }

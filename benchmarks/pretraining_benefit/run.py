@@ -57,7 +57,7 @@ PRETRAIN = {"emgp": HERE / "pretrain_emgp.yaml", "denoise": HERE / "pretrain_den
 INIT_NAMES = {"scratch": "scratch", "emgp": "3D-EMGP", "denoise": "denoising"}
 # The backbone axis: every backbone at the CPU size of the EGNN runs (the configs' 4 layers x 64;
 # radius backbones with their own defaults otherwise: cutoff 5 Å, their paper's RBF count).
-BACKBONES = ("egnn", "schnet", "painn", "torchmd_et")
+BACKBONES = ("egnn", "schnet", "painn", "torchmd_et", "mace")
 # EGNN's edge input: the raw d² of 3D-EMGP plus SchNet's 50 Gaussians on [0, 5 Å] (issue 17: with
 # d² alone, energy + force training from scratch stays on the zero-force plateau for the whole
 # 3,100-step budget on aspirin). --egnn-num-rbf 0 runs the official form (and the shipped
@@ -68,6 +68,8 @@ EGNN_NUM_RBF = 50
 def backbone_settings(backbone: str, args) -> list[str]:
     """The overrides that select ``backbone`` (pretraining and fine-tuning alike)."""
     extra = [f"model.num_rbf={args.egnn_num_rbf}"] if backbone == "egnn" and args.egnn_num_rbf else []
+    if backbone == "mace":  # MACE's own 2 interactions (x 64, l <= 1, correlation 2): ~ one PaiNN 4 x 64 step
+        extra = ["model.layers=2"]
     return [f"model.backbone={backbone}", *extra]
 MD17_DIR = Path(os.environ.get("DENOISE3D_CACHE", Path.home() / ".cache" / "denoise3d")) / "md17_xtb"
 

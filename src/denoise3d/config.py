@@ -72,7 +72,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "egnn"  # egnn | schnet | painn | torchmd_et | gns | gns_tat
+    backbone: str = "egnn"  # egnn | schnet | painn | torchmd_et | mace | gns | gns_tat
     hidden: int = 128  # node feature width (GNS: vertex/edge latent size)
     layers: int = 7  # interaction layers (GNS: distinct processor blocks)
     # None = the backbone's own default (its paper's value). Setting one the chosen backbone
@@ -84,6 +84,10 @@ class ModelConfig:
     mlp_hidden: int | None = None  # GNS MLP width
     mlp_layers: int | None = None  # GNS MLP hidden layers
     iterations: int | None = None  # GNS: applications of the shared processor
+    max_ell: int | None = None  # mace: spherical-harmonics order of the messages
+    correlation: int | None = None  # mace: symmetric-product order (body order correlation + 1)
+    avg_num_neighbors: float | None = None  # mace: message normaliser
+    elements: list | None = None  # mace: the atomic numbers the model takes (default H C N O F)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from denoise3d.models import build_backbone
 from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.testing.molecules import molecule, water_box
 
-SMALL = {"egnn": {}, "schnet": {"num_rbf": 8}, "painn": {"num_rbf": 8},
+SMALL = {"egnn": {}, "schnet": {"num_rbf": 8}, "painn": {"num_rbf": 8}, "mace": {"num_rbf": 8},
          "torchmd_et": {"num_rbf": 8, "num_heads": 4}, "gns": {"mlp_hidden": 16, "num_rbf": 8}}
 
 

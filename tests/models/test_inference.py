@@ -16,7 +16,7 @@ from denoise3d.models.inference import ForceField
 from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.testing.molecules import molecule, molecule_batch, water_box
 
-SMALL = {"egnn": {}, "schnet": {"num_rbf": 8}, "painn": {"num_rbf": 8},
+SMALL = {"egnn": {}, "schnet": {"num_rbf": 8}, "painn": {"num_rbf": 8}, "mace": {"num_rbf": 8},
          "torchmd_et": {"num_rbf": 8, "num_heads": 4}, "gns": {"mlp_hidden": 16, "num_rbf": 8},
          "gns_tat": {"mlp_hidden": 16, "num_rbf": 8, "layers": 10, "eta": 0.5}}
 

@@ -19,12 +19,13 @@ from denoise3d.models.egnn import EGNN
 from denoise3d.models.gns import GNS, GNSTAT
 from denoise3d.models.heads import (ClassifierHead, EnergyHead, PropertyHead, energy_and_forces,
                                     graph_embedding)
+from denoise3d.models.mace import MACE
 from denoise3d.models.painn import PaiNN
 from denoise3d.models.schnet import SchNet
 from denoise3d.models.torchmd_et import TorchMDET
 
 __all__ = ["BACKBONES", "build_backbone", "backbone_parameters", "model_kwargs", "backbone_from_config", "EGNN", "SchNet", "PaiNN",
-           "TorchMDET", "GNS", "GNSTAT", "EnergyHead", "PropertyHead", "ClassifierHead",
+           "TorchMDET", "MACE", "GNS", "GNSTAT", "EnergyHead", "PropertyHead", "ClassifierHead",
            "energy_and_forces", "graph_embedding"]
 
 BACKBONES: dict[str, type[nn.Module]] = {
@@ -32,6 +33,7 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "schnet": SchNet,  # 3D-EMGP App. B.4
     "painn": PaiNN,
     "torchmd_et": TorchMDET,  # 3D-EMGP App. B.4; Zaidi et al. (TorchMD-NET)
+    "mace": MACE,  # beyond the papers: body order > 2 (Batatia et al. 2022, via mace-torch)
     "gns": GNS,  # Zaidi et al. App. A.1
     "gns_tat": GNSTAT,  # Zaidi et al. App. A.2
 }
