@@ -169,7 +169,7 @@ def test_benefit_backbone_axis_plans_one_pretraining_per_backbone_and_start(tmp_
     with pytest.raises(SystemExit, match="schnet is not in --backbones"):
         run.check_given(args)
     with pytest.raises(SystemExit):
-        run.main(["--backbones", "egnn,mace", "--report", "--out", str(tmp_path)])
+        run.main(["--backbones", "egnn,nequip", "--report", "--out", str(tmp_path)])
 
 
 def test_benefit_runs_are_locked_against_a_second_invocation(tmp_path):
