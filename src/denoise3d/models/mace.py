@@ -28,7 +28,10 @@ step on CPU; ``max_ell=3, correlation=3`` (the MACE paper's) about 14x
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -49,9 +52,11 @@ def _mace_modules():
     whole process (so that e3nn 0.4.4 loads its constants); it is restored afterwards, so other
     ``torch.load`` calls keep torch's safe default."""
     before = os.environ.get(_WEIGHTS_ENV)
-    try:
-        from mace import modules  # first: it lets e3nn 0.4.4 load its constants under torch >= 2.6
-        from e3nn import o3
+    try:  # quiet: mace prints a CUDA-acceleration notice and e3nn / TorchScript warn on import
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            from mace import modules  # first: it lets e3nn 0.4.4 load its constants under torch >= 2.6
+            from e3nn import o3
     except ImportError as e:  # pragma: no cover - the dev environment installs it
         raise ImportError("model.backbone=mace needs the optional dependency mace-torch: "
                           "pip install 'denoise3d[mace]'") from e
@@ -80,6 +85,14 @@ class MACE(RadiusBackbone):
                  max_ell: int = 1, correlation: int = 2, avg_num_neighbors: float = 16.0,
                  elements: Sequence[int] = QM9_ELEMENTS, edge_types: bool = True):
         super().__init__()
+        with warnings.catch_warnings():  # e3nn scripts its codegen at construction: TorchScript warnings
+            warnings.filterwarnings("ignore", message=".*TorchScript type system.*")
+            warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")
+            self._build(hidden, layers, cutoff, num_rbf, max_ell, correlation, avg_num_neighbors,
+                        elements, edge_types)
+
+    def _build(self, hidden, layers, cutoff, num_rbf, max_ell, correlation, avg_num_neighbors,
+               elements, edge_types) -> None:
         modules, o3 = _mace_modules()
         elements = sorted({int(z) for z in elements})
         if not elements or elements[0] < 1 or elements[-1] > MAX_Z:
