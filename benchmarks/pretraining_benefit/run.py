@@ -68,7 +68,7 @@ EGNN_NUM_RBF = 50
 def backbone_settings(backbone: str, args) -> list[str]:
     """The overrides that select ``backbone`` (pretraining and fine-tuning alike)."""
     extra = [f"model.num_rbf={args.egnn_num_rbf}"] if backbone == "egnn" and args.egnn_num_rbf else []
-    if backbone == "mace":  # MACE's own 2 interactions (x 64, l <= 1, correlation 2): ~ one PaiNN 4 x 64 step
+    if backbone == "mace":  # MACE's own 2 interactions (x 64, l <= 1, correlation 2)
         extra = ["model.layers=2"]
     return [f"model.backbone={backbone}", *extra]
 MD17_DIR = Path(os.environ.get("DENOISE3D_CACHE", Path.home() / ".cache" / "denoise3d")) / "md17_xtb"

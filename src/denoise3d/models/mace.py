@@ -21,9 +21,10 @@ fixed table (``elements``, as MACE's ``z_table``) plus the mask token Z = 0 of a
 masking: the element-dependent weights grow with it.
 
 Needs the optional dependency ``mace-torch`` (``pip install denoise3d[mace]``; it pins e3nn
-0.4.4). The default size (``max_ell=1, correlation=2``, 2 layers) costs about one PaiNN 4 × 64
-step on CPU; ``max_ell=3, correlation=3`` (the MACE paper's) about 14x
-(``benchmarks/mace_step_cost.py``).
+0.4.4). On CPU the default size (``max_ell=1, correlation=2``, 2 layers × 64) costs 1.0-1.4x a
+PaiNN 4 × 64 energy + force step in the step benchmarks and ~2.8x in a whole fine-tuning run
+here; ``max_ell=3, correlation=3`` (the MACE paper's) ~14x (``benchmarks/mace_step_cost.py``,
+``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
