@@ -38,7 +38,6 @@ from typing import Optional, Sequence
 import torch
 
 from denoise3d.data.elements import MAX_Z
-from denoise3d.models.neighbours import radius_edges
 from denoise3d.models.ops import safe_norm
 from denoise3d.models.radial import RadiusBackbone
 
@@ -141,8 +140,7 @@ class MACE(RadiusBackbone):
             z = sorted({int(x) for x in batch.z[bad]})
             raise ValueError(f"MACE backbone: element(s) Z={z} are not in model.elements="
                              f"{list(self.elements)}; set model.elements to every element of the data")
-        g = radius_edges(batch, self.cutoff)
-        return self.features(batch.z, g.edge_index, g.edge_type, g.vec)
+        return super().forward(batch)
 
     def features(self, z: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor,
                  vec: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -152,9 +150,9 @@ class MACE(RadiusBackbone):
         mace_edges = edge_index.flip(0)  # MACE: row 0 sends, row 1 receives
         rel = -vec  # MACE's edge vector x_receiver − x_sender
         lengths = safe_norm(rel, dim=-1, keepdim=True)  # (E, 1)
-        edge_feats, _ = self.radial(lengths, attrs, mace_edges, self.element_index)  # bessel · envelope
+        envelope = self.radial.cutoff_fn(lengths)  # (E, 1), MACE's polynomial envelope (p = 5)
+        edge_feats = self.radial.bessel_fn(lengths) * envelope  # = RadialEmbeddingBlock's output
         if self.edge_types:
-            envelope = self.radial.cutoff_fn(lengths)  # (E, 1)
             hop = torch.nn.functional.one_hot(edge_type, 4).to(vec.dtype) * envelope
             edge_feats = torch.cat([edge_feats, hop], dim=-1)
         edge_attrs = self.spherical_harmonics(rel)
