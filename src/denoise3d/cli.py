@@ -167,7 +167,15 @@ def cmd_data_xtb_label(args) -> None:
         frames = ase.io.read(src, index=":")
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds; one line
         raise ValueError(f"{src}: not a structure file ASE can read ({type(e).__name__}: {e})") from None
-    summary = xtb.label_structures(frames, args.out, progress=not args.quiet)
+    if args.rattle:
+        try:
+            sigmas = [float(x) for x in args.rattle.split(",")]
+        except ValueError:
+            raise ValueError(f"--rattle {args.rattle!r}: a comma-separated list of σ in Å "
+                             f"(e.g. 0.02,0.04)") from None
+        frames = xtb.rattled(frames, sigmas, seed=args.seed)
+    summary = xtb.label_structures(frames, args.out, progress=not args.quiet,
+                                   workers=args.workers)
     print(json.dumps(summary, indent=2))
 
 
@@ -201,6 +209,13 @@ def _add_force_field_verbs(sub):
                                           "(energy, forces; stress for periodic cells) as extxyz")
     s.add_argument("structures", help="any file ASE reads (extxyz keeps Lattice / pbc)")
     s.add_argument("--out", required=True, help="output extxyz")
+    s.add_argument("--rattle", metavar="SIGMAS",
+                   help="label off-equilibrium copies instead: one per frame and per σ of this "
+                        "comma-separated list (Å), every coordinate displaced by σ·N(0, 1) "
+                        "(e.g. 0.02,0.04; 0.03 Å gives about 500 K force sizes)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the --rattle displacements")
+    s.add_argument("--workers", type=int, default=1,
+                   help="labelling processes, one thread each (default 1)")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_data_xtb_label)

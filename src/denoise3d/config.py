@@ -100,7 +100,10 @@ class PretrainConfig:
 class FinetuneConfig:
     # property: a per-structure label of the dataset (QM9: mu alpha homo lumo gap r2 zpve u0 u h g cv)
     target: str = "homo"
-    init: str | None = None  # pretrained checkpoint: a path or pretrained:NAME (shipped); None = from scratch
+    # the start: a pretrained checkpoint (a path or pretrained:NAME, shipped), or a fine-tuned one
+    # (e.g. a force field trained on other molecules; energy_force also takes its energy head);
+    # None = from scratch
+    init: str | None = None
     task: str = "property"  # property (one label, finetune.target) | energy_force (E and F = -dE/dx)
     energy_weight: float = 0.2  # energy_force loss weights (3D-EMGP App. B.2)
     force_weight: float = 0.8
@@ -116,7 +119,8 @@ class FinetuneConfig:
     readout: str | dict = "sum"
     # energy_force from a pretrained energy model: start the energy head from its head too (the
     # 3D-EMGP energy head, or a gradient-mode denoising head), so fine-tuning starts from the
-    # pretrained force field -∇E; false = a fresh head on the pretrained backbone
+    # pretrained force field -∇E; from an energy_force checkpoint, its head of the same kind
+    # (atomwise: e and scale, with this data's E0); false = a fresh head on the backbone
     init_energy_head: bool = True
     # energy_force from a pretrained energy head (init_energy_head, energy_head=mlp_of_sum): its
     # scale. std: E = std · head + mean, the pretrained −∇E times the training energies' std (the

@@ -266,37 +266,100 @@ def generate_benchmark_set(out_dir: str | Path, seed: int = 0, molecules=None,
     return paths
 
 
-def label_structures(structures, out: str | Path, progress: bool = True) -> dict:
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def rattled(structures, sigmas, seed: int = 0) -> list:
+    """Off-equilibrium copies of ``structures`` (ASE ``Atoms``): for every structure and every
+    σ in ``sigmas`` (Å) one copy with each Cartesian coordinate displaced by σ·N(0, 1), drawn in
+    that order from ``numpy.random.default_rng(seed)``. Each copy records ``info["rattle_sigma"]``
+    (Å) and ``info["source_frame"]``. Near an equilibrium geometry σ ≈ 0.03 Å gives force
+    components of about the size of a 500 K MD trajectory's (GFN2-xTB ethanol: mean |F| 19
+    kcal/mol/Å at 0.03 Å, 33 at 0.05). ValueError for a σ that is not positive."""
+    sigmas = [float(s) for s in sigmas]
+    bad = [s for s in sigmas if not (s > 0 and np.isfinite(s))]
+    if not sigmas or bad:
+        raise ValueError(f"rattle: every sigma must be a positive number of Å (got {sigmas})")
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, atoms in enumerate(structures):
+        for sigma in sigmas:
+            copy = atoms.copy()
+            copy.calc = None
+            copy.positions = atoms.positions + sigma * rng.standard_normal(atoms.positions.shape)
+            copy.info.update(rattle_sigma=sigma, source_frame=k)
+            out.append(copy)
+    return out
+
+
+def _label_one(item):
+    """(energy, forces, stress or None) of one structure with GFN2-xTB, or the error's text."""
+    k, atoms = item
+    atoms = atoms.copy()
+    atoms.calc = xtb_calculator()
+    try:
+        stress = atoms.get_stress() if atoms.pbc.all() else None
+        return k, atoms.get_potential_energy(), atoms.get_forces(), stress, None
+    except Exception as e:  # noqa: BLE001 - tblite raises several kinds; one line
+        return k, None, None, None, f"{type(e).__name__}: {e}"
+
+
+def label_structures(structures, out: str | Path, progress: bool = True, workers: int = 1) -> dict:
     """Label structures (ASE ``Atoms``, molecules or periodic cells) with GFN2-xTB (tblite) and
     write them to ``out`` as extxyz: energy (eV), forces (eV/Å) and, for a cell periodic in all
     three directions, stress (eV/Å³, Voigt) as ASE stores calculator results; cells and pbc are
-    kept (``Lattice``, ``pbc``). Written to a temporary file and renamed when complete, so a killed
-    run leaves no half file. Returns a summary (frames, seconds per frame, theory, versions)."""
+    kept (``Lattice``, ``pbc``), and so is ``Atoms.info``. ``workers`` > 1 labels in that many
+    processes (one thread each; the output order is the input's). Written to a temporary file
+    and renamed when complete, so a killed run leaves no half file; a frame xTB cannot label is
+    a ValueError naming it, and nothing is written. Returns a summary (frames, seconds per
+    frame, theory, versions)."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
     from tqdm import tqdm
 
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (got {workers})")
+    structures = list(structures)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     frames, t0 = [], time.perf_counter()
+    items = list(enumerate(structures))
+    pool = None
     try:
-        for k, atoms in enumerate(tqdm(list(structures), desc="GFN2-xTB", unit="frame",
-                                       disable=not progress)):
-            atoms = atoms.copy()
-            atoms.calc = xtb_calculator()
+        if workers > 1:
+            import multiprocessing
+
+            saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+            os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))  # inherited by the spawned
             try:
-                results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-                if atoms.pbc.all():
-                    results["stress"] = atoms.get_stress()
-            except Exception as e:  # noqa: BLE001 - tblite raises several kinds; one line
-                raise ValueError(f"frame {k}: GFN2-xTB failed ({type(e).__name__}: {e})") from None
-            atoms.calc = SinglePointCalculator(atoms, **results)
+                pool = multiprocessing.get_context("spawn").Pool(workers)
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+            results = pool.imap(_label_one, items, chunksize=16)
+        else:
+            results = map(_label_one, items)
+        for k, energy, forces, stress, error in tqdm(results, total=len(items), desc="GFN2-xTB",
+                                                     unit="frame", disable=not progress):
+            if error is not None:
+                raise ValueError(f"frame {k}: GFN2-xTB failed ({error})")
+            atoms = structures[k].copy()
+            results_k = {"energy": energy, "forces": forces}
+            if stress is not None:
+                results_k["stress"] = stress
+            atoms.calc = SinglePointCalculator(atoms, **results_k)
             frames.append(atoms)
         ase.io.write(tmp, frames, format="extxyz")
         os.replace(tmp, out)
     finally:
+        if pool is not None:
+            pool.terminate()
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    return {"out": str(out), "frames": len(frames), "theory": THEORY,
+    return {"out": str(out), "frames": len(frames), "theory": THEORY, "workers": workers,
             "seconds_per_frame": seconds / max(len(frames), 1), "versions": _versions()}
+

@@ -170,11 +170,12 @@ def load(path: str | Path, kind: str | None = None, overrides: list[str] = ()) -
 
 def initial(cfg: Config) -> tuple[nn.Module, Checkpoint | None]:
     """The backbone a fine-tuning run starts from, and the checkpoint it came from: the weights
-    of ``finetune.init`` (a pretrain checkpoint path, or ``pretrained:NAME``), or a fresh one;
+    of ``finetune.init`` (a pretrain checkpoint path, ``pretrained:NAME``, or a fine-tuned
+    checkpoint, e.g. a force field trained on other molecules' labels), or a fresh one;
     with ``finetune.freeze_backbone`` its weights are not trained (forces still flow through it).
     From a checkpoint, ``cfg.model`` becomes the checkpoint's architecture
     (:func:`inherited_architecture`)."""
-    ckpt = load(cfg.finetune.init, kind="pretrain") if cfg.finetune.init else None
+    ckpt = load(cfg.finetune.init) if cfg.finetune.init else None
     if ckpt is None:
         backbone = backbone_from_config(cfg.model)
     else:

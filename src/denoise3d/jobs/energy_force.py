@@ -174,6 +174,27 @@ def baselines(ds, train_idx, test_idx) -> dict[str, float]:
             "force_rmse": float(np.sqrt(np.mean(forces ** 2)))}
 
 
+def transfer_force_field_head(init: checkpoint.Checkpoint, objective, path: str) -> str | None:
+    """Start ``objective``'s energy head from the one of ``init``, an energy + force checkpoint
+    (a force field fine-tuned on other data), when both heads are of one kind; returns
+    ``"energy_force"``, or None (with a note) when the kinds differ. The atomwise head keeps the
+    source's learned ``e`` and ``scale``, so the starting forces are the source force field's;
+    its ``E0`` stays the one fitted on this run's training split (another level of theory has
+    other reference energies). ``mlp_of_sum`` takes the MLP and this data's mean and std."""
+    saved = init.objective(OBJECTIVE)
+    kind = saved["params"].get("head", "mlp_of_sum")
+    if kind != objective.kind:
+        print(f"note: {path}'s energy head is {kind}, this run's finetune.energy_head is "
+              f"{objective.kind}: only the backbone is transferred")
+        return None
+    state = {k[len("head."):]: v for k, v in saved["state"].items()
+             if k.startswith("head.") and k != "head.e0"}
+    if objective.kind == "atomwise":
+        state["e0"] = objective.head.e0
+    load_state(objective.head, state, "energy head", path)
+    return OBJECTIVE
+
+
 def build(cfg: Config) -> Job:
     if cfg.finetune.freeze_backbone and cfg.finetune.noisy_nodes_weight > 0:
         raise ConfigError("finetune.noisy_nodes_weight > 0 with finetune.freeze_backbone=true "
@@ -183,7 +204,9 @@ def build(cfg: Config) -> Job:
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
     objective = energy_force_objective(cfg, ds, split["train"])
     head_from, fitted = None, None
-    if init is not None and cfg.finetune.init_energy_head:
+    if init is not None and cfg.finetune.init_energy_head and init.task == OBJECTIVE:
+        head_from = transfer_force_field_head(init, objective, cfg.finetune.init)
+    elif init is not None and cfg.finetune.init_energy_head:
         found = init.energy_head()
         if found is not None and objective.kind == "atomwise":
             print(f"note: {cfg.finetune.init}'s {found[0]} energy head is MLP(Σ h), not atomwise: "
