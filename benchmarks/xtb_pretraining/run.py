@@ -55,6 +55,17 @@ def cli(args: list[str], log: Path) -> float:
     return time.time() - t0
 
 
+def stamp(path: Path, settings: dict) -> None:
+    """Refuse to reuse a cached stage made with other settings (``path`` records them)."""
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            sys.exit(f"{path.parent} was made with {saved}, not {settings}: use another --out "
+                     f"(or --name), or delete it")
+    else:
+        path.write_text(json.dumps(settings))
+
+
 def structures(out: Path, n: int, seed: int) -> Path:
     """``n`` QM9 EGNN-training-split molecules as extxyz (made once)."""
     import ase.io
@@ -104,6 +115,8 @@ def main(argv=None) -> None:
         times[key] = round(seconds, 1)
         (out / "times.json").write_text(json.dumps(times, indent=2))
 
+    stamp(out / "data_args.json", {"molecules": args.molecules, "rattle": args.rattle,
+                                   "seed": args.seed})
     structs = structures(out, args.molecules, args.seed)
     labelled = out / "labelled.extxyz"
     if not labelled.is_file():
@@ -112,11 +125,14 @@ def main(argv=None) -> None:
                              "--quiet", "--out", str(labelled)], out / "label.log"))
     if args.stage == "data":
         return
+    if args.init and not args.init.startswith("pretrained:") and not args.name:
+        sys.exit("--from a checkpoint file needs --name (the pretraining folder's name)")
     name = args.name or ("scratch" if not args.init else args.init.replace("pretrained:", ""))
     pre = out / "pretrain" / name
+    pre.mkdir(parents=True, exist_ok=True)
+    stamp(pre / "run_args.json", {"from": args.init, "epochs": args.epochs, "seed": args.seed})
     if not (pre / "metrics.json").is_file():
         init = [f"finetune.init={args.init}"] if args.init else []
-        pre.mkdir(parents=True, exist_ok=True)
         note(f"pretrain_{name}_s", cli(
             ["finetune", str(ROOT / "configs/finetune/forcefield_cpu.yaml"),
              f"data.path={labelled}", "model.backbone=painn", "model.num_rbf=null",

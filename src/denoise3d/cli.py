@@ -173,7 +173,9 @@ def cmd_data_xtb_label(args) -> None:
         except ValueError:
             raise ValueError(f"--rattle {args.rattle!r}: a comma-separated list of σ in Å "
                              f"(e.g. 0.02,0.04)") from None
-        frames = xtb.rattled(frames, sigmas, seed=args.seed)
+        frames = xtb.rattled(frames, sigmas, seed=0 if args.seed is None else args.seed)
+    elif args.seed is not None:
+        raise ValueError("--seed sets the --rattle displacements; without --rattle it does nothing")
     summary = xtb.label_structures(frames, args.out, progress=not args.quiet,
                                    workers=args.workers)
     print(json.dumps(summary, indent=2))
@@ -213,9 +215,9 @@ def _add_force_field_verbs(sub):
                    help="label off-equilibrium copies instead: one per frame and per σ of this "
                         "comma-separated list (Å), every coordinate displaced by σ·N(0, 1) "
                         "(e.g. 0.02,0.04; 0.03 Å gives about 500 K force sizes)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the --rattle displacements")
+    s.add_argument("--seed", type=int, help="seed of the --rattle displacements (default 0)")
     s.add_argument("--workers", type=int, default=1,
-                   help="labelling processes, one thread each (default 1)")
+                   help="labelling processes (default 1); more than one run one thread each")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_data_xtb_label)

@@ -48,6 +48,14 @@ def test_xtb_label_rattle_in_two_processes_equals_one(tmp_path, capsys):
         assert x.get_potential_energy() == pytest.approx(y.get_potential_energy(), abs=1e-7)
         np.testing.assert_allclose(x.get_forces(), y.get_forces(), atol=1e-6)
         assert x.info["rattle_sigma"] in (0.02, 0.05)
+    # a frame xTB cannot label: one line naming the copy and its input frame, nothing written
+    from ase import Atoms
+
+    ase.io.write(tmp_path / "og.extxyz", [ase_molecule("H2O"), Atoms("Og", [[0, 0, 0]])])
+    assert main(["data", "xtb-label", str(tmp_path / "og.extxyz"), "--rattle", "0.02,0.04",
+                 "--workers", "2", "--quiet", "--out", str(tmp_path / "og_xtb.extxyz")]) != 0
+    assert "frame 2 (copy of input frame 1, rattled by 0.02 Å): GFN2-xTB failed" in capsys.readouterr().err
+    assert not (tmp_path / "og_xtb.extxyz").exists()
     assert main(["data", "xtb-label", str(tmp_path / "in.extxyz"), "--rattle", "0.02,abc",
                  "--out", str(tmp_path / "bad.extxyz")]) != 0
     assert "comma-separated list" in capsys.readouterr().err
@@ -60,6 +68,7 @@ def source_force_field(tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer")
     ase.io.write(root / "source.extxyz", labelled_frames(n_per=6))
     ase.io.write(root / "target.extxyz", labelled_frames(n_per=4, seed=5))
+    ase.io.write(root / "ethanol.extxyz", labelled_frames(n_per=8, seed=6)[16:])  # one molecule
     out = root / "source"
     assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={root / 'source.extxyz'}",
                  "data.split_by=structure", "model.backbone=painn", "model.num_rbf=null",
@@ -69,9 +78,9 @@ def source_force_field(tmp_path_factory):
     return root, out / "finetune.pt"
 
 
-def target_config(root, init, *extra):
+def target_config(root, init, *extra, target="target.extxyz"):
     return load_config("configs/finetune/forcefield_cpu.yaml",
-                       [f"data.path={root / 'target.extxyz'}", "data.split_by=structure",
+                       [f"data.path={root / target}", "data.split_by=structure",
                         "model.backbone=painn", "model.num_rbf=null", f"finetune.init={init}",
                         f"data.cache_dir={root}", *extra])
 
@@ -86,9 +95,16 @@ def test_finetuning_starts_from_the_source_force_field(source_force_field, capsy
     _, forces = objective.predict(backbone, batch)
     _, forces_s = objective_s.predict(backbone_s, batch)
     torch.testing.assert_close(forces, forces_s, rtol=1e-5, atol=1e-6)  # the source's forces
-    # E0 is this data's (least squares on its training split), not the source's
+    # E0 is this data's: least squares on E - scale * sum e(s_i) over its training split, so
+    # the learned part is not counted twice (and on one molecule the mean error is zero)
     assert not torch.equal(objective.head.e0, objective_s.head.e0)
     assert objective.head.scale == objective_s.head.scale
+    job = energy_force.build(target_config(root, source, target="ethanol.extxyz"))
+    train = job.split["train"]
+    predicted = energy_force.head_energies(job.backbone, job.objectives["energy_force"][1],
+                                           job.dataset, train)
+    error = predicted - job.dataset.target("energy")[train]
+    assert abs(error.mean()) < 1e-8
     # another head kind: only the backbone is transferred, and the run says so
     capsys.readouterr()
     job = energy_force.build(target_config(root, source, "finetune.energy_head=mlp_of_sum"))
@@ -113,3 +129,29 @@ def test_cli_finetunes_from_a_finetuned_force_field(source_force_field, tmp_path
     m = json.loads((out / "metrics.json").read_text())
     assert m["energy_head_from"] == "energy_force" and m["init"] == str(source)
     assert np.isfinite(m["test_force_mae_meV_A"])
+
+
+def test_mlp_of_sum_transfer_keeps_the_source_forces_on_another_energy_scale(tmp_path_factory):
+    """E = std · MLP + mean: from many molecules (std of tens of eV) to one (std of meV) the
+    last layer is rescaled so that the starting forces are still the source's."""
+    root = tmp_path_factory.mktemp("mlp")
+    ase.io.write(root / "source.extxyz", labelled_frames(n_per=6))
+    ase.io.write(root / "ethanol.extxyz", labelled_frames(n_per=8, seed=6)[16:])
+    out = root / "source"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={root / 'source.extxyz'}", "data.split_by=structure",
+                 "model.backbone=painn", "model.num_rbf=null", "model.hidden=16", "model.layers=2",
+                 "finetune.energy_head=mlp_of_sum", "data.batch_size=6", "train.epochs=1",
+                 "train.threads=1", "train.progress=false", f"data.cache_dir={root}",
+                 f"train.out={out}"]) == 0
+    _, backbone_s, objective_s, _ = energy_force.load_force_field(out / "finetune.pt")
+    job = energy_force.build(target_config(root, out / "finetune.pt",
+                                           "finetune.energy_head=mlp_of_sum",
+                                           target="ethanol.extxyz"))
+    objective = job.objectives["energy_force"][1].eval()
+    assert float(objective.std) < 0.1 * float(objective_s.std)
+    batch = job.dataset.batch(job.split["train"])
+    energy, forces = objective.predict(job.backbone.eval(), batch)
+    _, forces_s = objective_s.predict(backbone_s, batch)
+    torch.testing.assert_close(forces, forces_s, rtol=1e-4, atol=1e-6)
+    assert float(energy.mean()) == pytest.approx(float(batch.targets["energy"].mean()), abs=1e-4)

@@ -286,7 +286,8 @@ def rattled(structures, sigmas, seed: int = 0) -> list:
         for sigma in sigmas:
             copy = atoms.copy()
             copy.calc = None
-            copy.positions = atoms.positions + sigma * rng.standard_normal(atoms.positions.shape)
+            # set_positions applies constraints: atoms fixed by FixAtoms stay where they are
+            copy.set_positions(atoms.positions + sigma * rng.standard_normal(atoms.positions.shape))
             copy.info.update(rattle_sigma=sigma, source_frame=k)
             out.append(copy)
     return out
@@ -329,24 +330,29 @@ def label_structures(structures, out: str | Path, progress: bool = True, workers
     try:
         if workers > 1:
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
             saved = {k: os.environ.get(k) for k in _THREAD_VARS}
             os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))  # inherited by the spawned
             try:
-                pool = multiprocessing.get_context("spawn").Pool(workers)
+                pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
             finally:
                 for key, value in saved.items():
                     if value is None:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-            results = pool.imap(_label_one, items, chunksize=16)
+            results = pool.map(_label_one, items, chunksize=16)
         else:
             results = map(_label_one, items)
-        for k, energy, forces, stress, error in tqdm(results, total=len(items), desc="GFN2-xTB",
-                                                     unit="frame", disable=not progress):
+        for k, energy, forces, stress, error in _unbroken(
+                tqdm(results, total=len(items), desc="GFN2-xTB", unit="frame",
+                     disable=not progress)):
             if error is not None:
-                raise ValueError(f"frame {k}: GFN2-xTB failed ({error})")
+                info = structures[k].info
+                where = (f" (copy of input frame {info['source_frame']}, rattled by "
+                         f"{info['rattle_sigma']} Å)" if "source_frame" in info else "")
+                raise ValueError(f"frame {k}{where}: GFN2-xTB failed ({error})")
             atoms = structures[k].copy()
             results_k = {"energy": energy, "forces": forces}
             if stress is not None:
@@ -357,9 +363,20 @@ def label_structures(structures, out: str | Path, progress: bool = True, workers
         os.replace(tmp, out)
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     return {"out": str(out), "frames": len(frames), "theory": THEORY, "workers": workers,
             "seconds_per_frame": seconds / max(len(frames), 1), "versions": _versions()}
 
+
+def _unbroken(results):
+    """``results`` with a labelling process that died (killed for memory, a crash in tblite)
+    turned into a one-line error instead of a traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        yield from results
+    except BrokenProcessPool:
+        raise ValueError("a GFN2-xTB labelling process died (out of memory, or killed); "
+                         "nothing was written") from None

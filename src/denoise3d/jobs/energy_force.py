@@ -174,13 +174,31 @@ def baselines(ds, train_idx, test_idx) -> dict[str, float]:
             "force_rmse": float(np.sqrt(np.mean(forces ** 2)))}
 
 
-def transfer_force_field_head(init: checkpoint.Checkpoint, objective, path: str) -> str | None:
+@torch.no_grad()
+def head_energies(backbone, objective, ds, indices, batch_size: int = 100) -> np.ndarray:
+    """The objective's energies (eV, float64) of the structures ``indices``, forward only."""
+    was = backbone.training
+    backbone.eval()
+    out = []
+    for k in range(0, len(indices), batch_size):
+        batch = ds.batch(np.asarray(indices)[k:k + batch_size], targets=[])
+        s, _ = backbone(batch)
+        out.append(objective.energy(s, batch).double().numpy())
+    backbone.train(was)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def transfer_force_field_head(init: checkpoint.Checkpoint, backbone, objective, ds, train_idx,
+                              path: str, e0_given: bool = False) -> str | None:
     """Start ``objective``'s energy head from the one of ``init``, an energy + force checkpoint
-    (a force field fine-tuned on other data), when both heads are of one kind; returns
-    ``"energy_force"``, or None (with a note) when the kinds differ. The atomwise head keeps the
-    source's learned ``e`` and ``scale``, so the starting forces are the source force field's;
-    its ``E0`` stays the one fitted on this run's training split (another level of theory has
-    other reference energies). ``mlp_of_sum`` takes the MLP and this data's mean and std."""
+    (a force field fine-tuned on other data), when both heads are of one kind, so that the
+    starting forces are the source force field's; returns ``"energy_force"``, or None (with a
+    note) when the kinds differ. The energy offsets are this data's: atomwise keeps the source's
+    learned ``e`` and ``scale`` and fits E0 by least squares on E − scale · Σ e(s_i) over the
+    training split (another level of theory has other reference energies; a given
+    ``finetune.e0`` is kept); mlp_of_sum takes the MLP with its last layer multiplied by
+    std_source / std_here (E = std · MLP + mean: the same −∇E) and its bias shifted so that the
+    training frames' mean energy is the training mean. The Noisy Nodes head is not transferred."""
     saved = init.objective(OBJECTIVE)
     kind = saved["params"].get("head", "mlp_of_sum")
     if kind != objective.kind:
@@ -192,6 +210,24 @@ def transfer_force_field_head(init: checkpoint.Checkpoint, objective, path: str)
     if objective.kind == "atomwise":
         state["e0"] = objective.head.e0
     load_state(objective.head, state, "energy head", path)
+    idx = np.asarray(train_idx)
+    if objective.kind == "atomwise" and not e0_given:
+        objective.head.e0.zero_()
+        residual = ds.target("energy")[idx] - head_energies(backbone, objective, ds, idx)
+        counts = ds.element_counts(idx).astype(np.float64)
+        present = np.flatnonzero(counts.sum(axis=0))
+        solution, *_ = np.linalg.lstsq(counts[:, present], residual, rcond=None)
+        objective.head.e0[torch.as_tensor(present)] = torch.as_tensor(solution)
+    elif objective.kind == "mlp_of_sum":
+        last = [m for m in objective.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            factor = float(saved["state"]["std"]) / float(objective.std)
+            last.weight.mul_(factor)
+            last.bias.mul_(factor)
+            sample = idx[:1000]
+            gap = ds.target("energy")[sample].mean() - head_energies(backbone, objective, ds,
+                                                                     sample).mean()
+            last.bias.add_(float(gap) / float(objective.std))
     return OBJECTIVE
 
 
@@ -205,7 +241,12 @@ def build(cfg: Config) -> Job:
     objective = energy_force_objective(cfg, ds, split["train"])
     head_from, fitted = None, None
     if init is not None and cfg.finetune.init_energy_head and init.task == OBJECTIVE:
-        head_from = transfer_force_field_head(init, objective, cfg.finetune.init)
+        head_from = transfer_force_field_head(init, backbone, objective, ds, split["train"],
+                                              cfg.finetune.init, bool(cfg.finetune.e0))
+        if head_from and objective.kind == "mlp_of_sum" and cfg.finetune.energy_head_scale == "fit":
+            fitted = fit_head_scale(backbone, objective, ds, split["train"])
+            print(f"note: energy head scaled by {fitted[0]:.4g}: the source forces fitted to the "
+                  f"training forces by least squares (cosine {fitted[1]:.3f})")
     elif init is not None and cfg.finetune.init_energy_head:
         found = init.energy_head()
         if found is not None and objective.kind == "atomwise":
