@@ -109,11 +109,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    times = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
-
     def note(key, seconds):
+        # read again: another runner on the same --out (another --from or --seeds) may have written
+        path = out / "times.json"
+        times = json.loads(path.read_text()) if path.is_file() else {}
         times[key] = round(seconds, 1)
-        (out / "times.json").write_text(json.dumps(times, indent=2))
+        path.write_text(json.dumps(times, indent=2))
 
     stamp(out / "data_args.json", {"molecules": args.molecules, "rattle": args.rattle,
                                    "seed": args.seed})

@@ -1,7 +1,10 @@
 """Pretrained backbones shipped inside the package, for ``finetune.init=pretrained:NAME``.
 
-Each one is ``NAME.pt`` (a pretrain checkpoint holding the backbone's weights only) beside its
-model card ``NAME.md`` (data, objective, steps, measured downstream benefit). They load offline.
+Each one is ``NAME.pt`` beside its model card ``NAME.md`` (data, objective, steps, measured
+downstream benefit): a pretrain checkpoint holding the backbone's weights only, or a fine-tuned
+force field (backbone + energy head, ``finetune.task=energy_force``) to start a force field on
+other molecules from (its energy head moves over) or to use as it is (``denoise3d evaluate``,
+``Denoise3DCalculator("pretrained:NAME")``). They load offline.
 """
 
 from __future__ import annotations
