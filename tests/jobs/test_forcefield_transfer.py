@@ -131,6 +131,34 @@ def test_cli_finetunes_from_a_finetuned_force_field(source_force_field, tmp_path
     assert np.isfinite(m["test_force_mae_meV_A"])
 
 
+def test_a_finetuning_that_only_degrades_the_source_keeps_the_start(source_force_field, tmp_path,
+                                                                    capsys):
+    """From a force field the start's validation competes for the kept epoch (epoch 0): with a
+    learning rate that wrecks the weights the run ends with the start's test errors, and says so;
+    from scratch nothing changes."""
+    import json
+
+    root, source = source_force_field
+    common = ["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={root / 'target.extxyz'}",
+              "data.split_by=structure", "model.backbone=painn", "data.batch_size=4",
+              "train.threads=1", "train.progress=false", f"data.cache_dir={root}"]
+    start = tmp_path / "start"
+    assert main([*common, f"finetune.init={source}", "train.max_steps=0", f"train.out={start}"]) == 0
+    wrecked = tmp_path / "wrecked"
+    capsys.readouterr()
+    assert main([*common, f"finetune.init={source}", "train.epochs=2", "train.lr=0.1",
+                 "train.scheduler=constant", f"train.out={wrecked}"]) == 0
+    out = capsys.readouterr().out
+    assert "start (before any step):" in out and "the start is kept" in out
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (start, wrecked))
+    assert b["best_epoch"] == 0
+    assert b["test_force_mae_meV_A"] == pytest.approx(a["test_force_mae_meV_A"], rel=1e-5)
+    scratch = tmp_path / "scratch"
+    assert main([*common, "model.num_rbf=null", "model.hidden=16", "model.layers=2",
+                 "train.epochs=1", f"train.out={scratch}"]) == 0
+    assert "start (before any step)" not in capsys.readouterr().out
+
+
 def test_mlp_of_sum_transfer_keeps_the_source_forces_on_another_energy_scale(tmp_path_factory):
     """E = std · MLP + mean: from many molecules (std of tens of eV) to one (std of meV) the
     last layer is rescaled so that the starting forces are still the source's."""

@@ -262,7 +262,8 @@ class Domain:
             raise UnseenElement(
                 f"{where}: element {', '.join(SYMBOLS[z] for z in unseen)} never seen in training "
                 f"(trained on {trained}); its predictions would be meaningless "
-                f"(--allow-unseen-elements to predict anyway)")
+                f"(--allow-unseen-elements, or allow_unseen_elements=True in Python, to predict "
+                f"anyway)")
         new = {formula(r) for r in np.unique(counts, axis=0) if r.any()} - self.compositions - self.warned
         if new:
             self.warned |= new

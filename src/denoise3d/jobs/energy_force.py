@@ -310,7 +310,8 @@ def build(cfg: Config) -> Job:
                         + (f"({ds.meta['theory']}) " if ds.meta.get("theory") else "")
                         + f"on {len(split['train'])} frames, "
                         f"{init_text}{head_text}",
-               validate=validate, select="loss", finish=finish)
+               validate=validate, select="loss", finish=finish,
+               validate_start=head_from == OBJECTIVE)
 
 
 def load_force_field(path, overrides: list[str] = (), allow_unseen: bool = False):

@@ -55,6 +55,9 @@ class Job:
     finish: Callable | None = None
     labels: dict = field(default_factory=dict)  # {name: Label} the fine-tuned model predicts
     domain: dict | None = None  # fine-tuning: checkpoint.training_domain of the training split
+    # fine-tuning from a model that already predicts these labels (a force field): its validation
+    # before the first step competes for the kept epoch (epoch 0), so a run never ends worse
+    validate_start: bool = False
 
     @property
     def checkpoint_name(self) -> str:
@@ -170,6 +173,15 @@ def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> 
             kept.update(value=kept.pop("mae", kept.pop("loss", math.inf)), raw=kept.get("raw"),
                         metrics=kept.get("metrics", {}))
 
+    if job.select is not None and job.validate_start and trainer.step == 0 and kept["state"] is None:
+        start = job.validate(trainer, valid)
+        if trainer.dist.is_main:
+            print("start (before any step): " + " ".join(f"{k}={v:.5g}" for k, v in start.items()))
+        if start[job.select] < kept["value"]:
+            kept.update(value=start[job.select], epoch=0, metrics=start,
+                        state=copy.deepcopy(trainer.eval_model.state_dict()),
+                        raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         if job.select is None:  # pretraining: every epoch's weights are the result so far
             _save(cfg, job, trainer, out, metrics, trainer.eval_model.state_dict(),
@@ -192,6 +204,10 @@ def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> 
         return kept
     if kept["state"] is not None:
         trainer.model.load_state_dict(kept["state"])  # the evaluation weights of the kept epoch
+        if kept["epoch"] == 0 and trainer.history and trainer.dist.is_main:
+            print(f"note: no epoch's validation {job.select} beat the starting model's "
+                  f"({kept['value']:.5g}); the start is kept (lower train.lr or add "
+                  f"train.warmup_steps to fine-tune it)")
     elif trainer.history:
         raise FloatingPointError(f"{out}: no epoch gave a finite validation {job.select}; "
                                  f"nothing to keep (lower train.lr, or check the data)")

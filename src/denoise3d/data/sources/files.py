@@ -96,7 +96,9 @@ class Files(Source):
         if empty:
             raise ConfigError(f"{cfg.path}: the {' and '.join(empty)} split(s) would be empty "
                               f"({len(set(groups))} {cfg.split_by}s for data.fractions="
-                              f"{cfg.fractions}); use more data or other fractions")
+                              f"{cfg.fractions}); use more data or other fractions"
+                              + (", or data.split_by=structure to split the frames of one "
+                                 "molecule" if cfg.split_by == "molecule" else ""))
         return ds, split
 
     def labels(self, ds) -> dict[str, Label]:
