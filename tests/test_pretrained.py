@@ -88,9 +88,13 @@ def test_finetune_from_shipped_checkpoint(qm9_cache, tmp_path):
     assert (a - b).norm() < 0.1 * a.norm()
 
 
-def test_unknown_shipped_name_is_one_line_error(capsys):
+def test_unknown_shipped_name_is_one_line_error(capsys, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="no shipped pretrained checkpoint 'nope'"):
         pretrained.resolve("pretrained:nope")
+    name = pretrained.available()[0]
+    monkeypatch.chdir(tmp_path)  # a shipped name without its prefix gets a hint
+    with pytest.raises(CheckpointError, match=f"the shipped one is pretrained:{name}"):
+        pretrained.resolve(name)
     assert main(["finetune", "finetune.init=pretrained:nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no shipped pretrained checkpoint 'nope'" in err and len(err.splitlines()) == 1

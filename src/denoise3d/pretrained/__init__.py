@@ -30,6 +30,9 @@ def card(name: str) -> str:
 def resolve(init: str) -> Path:
     """``finetune.init`` as a file: ``pretrained:NAME`` is a shipped checkpoint, anything else a path."""
     if not init.startswith(PREFIX):
+        if not Path(init).exists() and init in available():
+            raise CheckpointError(f"checkpoint not found: {init} (the shipped one is "
+                                  f"{PREFIX}{init})")
         return Path(init)
     name = init[len(PREFIX):]
     if name not in available():

@@ -69,11 +69,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     """Load and check the manifest; ``kind`` restricts to "pretrain" or "finetune"."""
     path = Path(path)
     if not path.is_file():
-        from denoise3d import pretrained
-
-        hint = (f" (the shipped one is pretrained:{path.name})"
-                if str(path) == path.name and path.name in pretrained.available() else "")
-        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
