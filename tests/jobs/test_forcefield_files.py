@@ -129,6 +129,9 @@ def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsy
     assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "nh3.xyz"),
                  "--out", str(tmp_path / "p.csv"), "--allow-unseen-elements"]) == 0
     assert "energy (eV)" in (tmp_path / "p.csv").read_text().splitlines()[0]
+    # allowed, but said what it means: no trained embedding, no E0
+    assert "element N never seen in training: its embedding and its energy offset E0 are untrained" \
+        in capsys.readouterr().err
 
 
 def test_a_force_field_needs_energies_in_the_first_structure(mixed, tmp_path, capsys):

@@ -264,6 +264,12 @@ class Domain:
                 f"(trained on {trained}); its predictions would be meaningless "
                 f"(--allow-unseen-elements, or allow_unseen_elements=True in Python, to predict "
                 f"anyway)")
+        fresh = [z for z in unseen if f"element {z}" not in self.warned]
+        if fresh:  # allowed: say what that means once per element
+            self.warned |= {f"element {z}" for z in fresh}
+            print(f"denoise3d: warning: {where}: element {', '.join(SYMBOLS[z] for z in fresh)} "
+                  f"never seen in training: its embedding and its energy offset E0 are untrained, "
+                  f"so its energies are meaningless and its forces unreliable", file=sys.stderr)
         new = {formula(r) for r in np.unique(counts, axis=0) if r.any()} - self.compositions - self.warned
         if new:
             self.warned |= new
