@@ -40,9 +40,9 @@ from denoise3d.units import KCALMOL_EV  # noqa: E402
 def forces_of_energy_model(init: str, ds, idx) -> tuple[np.ndarray, np.ndarray] | None:
     """(F = −∇E of the checkpoint's own energy head (arbitrary energy unit per Å), the
     trajectory's forces (eV/Å)), both (n_atoms_total, 3); None without an energy model."""
-    if checkpoint.load(init).data["kind"] == "finetune":
+    ckpt = checkpoint.load(init)
+    if ckpt.data["kind"] == "finetune":
         return forces_of_force_field(init, ds, idx)
-    ckpt = checkpoint.load(init, kind="pretrain")
     found = ckpt.energy_head()
     if found is None:
         return None
@@ -92,6 +92,7 @@ def main(argv=None) -> None:
         ds = load_md17(path)
         idx = np.linspace(0, len(ds) - 1, min(args.frames, len(ds))).astype(np.int64)
         for init in args.checkpoints.split(","):
+            force_field = checkpoint.load(init).data["kind"] == "finetune"
             found = forces_of_energy_model(init, ds, idx)
             if found is None:
                 continue
@@ -100,8 +101,7 @@ def main(argv=None) -> None:
             a = float((f * ref).sum() / (f * f).sum())
             mae = float(np.abs(a * f - ref).mean()) / KCALMOL_EV
             zero = float(np.abs(ref).mean()) / KCALMOL_EV
-            raw = (f"{float(np.abs(f - ref).mean()) / KCALMOL_EV:.2f}"
-                   if checkpoint.load(init).data["kind"] == "finetune" else "")
+            raw = f"{float(np.abs(f - ref).mean()) / KCALMOL_EV:.2f}" if force_field else ""
             name = init.removeprefix(pretrained.PREFIX)
             print(f"| {mol} | {name} | {cos:.3f} | {mae:.2f} | {raw} | {zero:.2f} |", flush=True)
 

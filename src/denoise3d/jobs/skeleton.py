@@ -173,23 +173,25 @@ def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> 
             kept.update(value=kept.pop("mae", kept.pop("loss", math.inf)), raw=kept.get("raw"),
                         metrics=kept.get("metrics", {}))
 
+    def keep(epoch: int, metrics: dict, value: float) -> None:
+        """The current evaluation (and, with EMA, raw) weights become the kept epoch."""
+        kept.update(value=value, epoch=epoch, metrics=metrics,
+                    state=copy.deepcopy(trainer.eval_model.state_dict()),
+                    raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+
     if job.select is not None and job.validate_start and trainer.step == 0 and kept["state"] is None:
         start = job.validate(trainer, valid)
         if trainer.dist.is_main:
             print("start (before any step): " + " ".join(f"{k}={v:.5g}" for k, v in start.items()))
         if start[job.select] < kept["value"]:
-            kept.update(value=start[job.select], epoch=0, metrics=start,
-                        state=copy.deepcopy(trainer.eval_model.state_dict()),
-                        raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+            keep(0, start, start[job.select])
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         if job.select is None:  # pretraining: every epoch's weights are the result so far
             _save(cfg, job, trainer, out, metrics, trainer.eval_model.state_dict(),
                   trainer.model.state_dict() if trainer.ema else None)
         elif metrics[job.select] < kept["value"]:  # NaN never wins
-            kept.update(value=metrics[job.select], epoch=epoch, metrics=metrics,
-                        state=copy.deepcopy(trainer.eval_model.state_dict()),
-                        raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+            keep(epoch, metrics, metrics[job.select])
 
     trainer.fit(train, validate=lambda: job.validate(trainer, valid), on_epoch_end=on_epoch_end)
     if trainer.skipped:  # train.nonfinite=skip
@@ -212,8 +214,7 @@ def _train(cfg: Config, job: Job, trainer: Trainer, train, valid, out: Path) -> 
         raise FloatingPointError(f"{out}: no epoch gave a finite validation {job.select}; "
                                  f"nothing to keep (lower train.lr, or check the data)")
     else:  # no epoch ran (train.max_steps=0): the starting weights are the result
-        kept.update(state=copy.deepcopy(trainer.eval_model.state_dict()),
-                    raw=copy.deepcopy(trainer.model.state_dict()) if trainer.ema else None)
+        keep(kept["epoch"], kept["metrics"], kept["value"])
     return kept
 
 
