@@ -9,8 +9,8 @@ cached (a finished stage is never redone; the fine-tunings continue from their r
     python benchmarks/xtb_pretraining/run.py [--out runs/xtb_pretraining] [--molecules 25000]
 
 1. **Structures.** ``--molecules`` molecules of QM9's EGNN training split (the split the shipped
-   checkpoints were pretrained on; drawn with ``--seed``), their DFT equilibrium geometries, as
-   extxyz (``structures.extxyz``). Aspirin (13 heavy atoms) cannot be among them (QM9: ≤ 9).
+   checkpoints were pretrained on; drawn with ``--seed``, leaving out those drawn with
+   ``--exclude-seeds``), their DFT equilibrium geometries, as extxyz (``structures.extxyz``). Aspirin (13 heavy atoms) cannot be among them (QM9: ≤ 9).
 2. **Labels.** ``denoise3d data xtb-label --rattle 0.02,0.04``: two off-equilibrium copies per
    molecule (every coordinate displaced by σ·N(0, 1), σ = 0.02 and 0.04 Å; ~0.03 Å gives the
    force sizes of a 500 K trajectory), energy and forces from GFN2-xTB (``labelled.extxyz``).
@@ -66,8 +66,9 @@ def stamp(path: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings))
 
 
-def structures(out: Path, n: int, seed: int) -> Path:
-    """``n`` QM9 EGNN-training-split molecules as extxyz (made once)."""
+def structures(out: Path, n: int, seed: int, exclude_seeds: tuple[int, ...] = ()) -> Path:
+    """``n`` QM9 EGNN-training-split molecules as extxyz (made once), none of those that the
+    same ``n`` would draw with any of ``exclude_seeds`` (a disjoint set for more pretraining)."""
     import ase.io
     import numpy as np
     from ase import Atoms
@@ -80,6 +81,11 @@ def structures(out: Path, n: int, seed: int) -> Path:
         return target
     ds, split = load_data(DataConfig(dataset="qm9", split="egnn"))
     train = np.asarray(split["train"])
+    for other in exclude_seeds:
+        taken = np.random.default_rng(other).choice(train, size=min(n, len(train)), replace=False)
+        train = np.setdiff1d(train, taken)
+    if len(train) < n:
+        sys.exit(f"only {len(train)} training-split molecules left after --exclude-seeds")
     pick = np.sort(np.random.default_rng(seed).choice(train, size=min(n, len(train)), replace=False))
     frames = []
     for i in pick:
@@ -102,6 +108,9 @@ def main(argv=None) -> None:
     p.add_argument("--name", default=None, help="pretraining folder (default from --from)")
     p.add_argument("--workers", type=int, default=2, help="xTB labelling processes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude-seeds", default="",
+                   help="leave out the molecules that --molecules with these seeds draw "
+                        "(e.g. 0: more pretraining on molecules the first set does not hold)")
     p.add_argument("--seeds", default="0", help="fine-tuning seeds")
     p.add_argument("--trajectory", default=str(CACHE / "md17_xtb" / "aspirin.npz"))
     p.add_argument("--stage", choices=["data", "pretrain", "finetune"], default="finetune",
@@ -116,9 +125,12 @@ def main(argv=None) -> None:
         times[key] = round(seconds, 1)
         path.write_text(json.dumps(times, indent=2))
 
-    stamp(out / "data_args.json", {"molecules": args.molecules, "rattle": args.rattle,
-                                   "seed": args.seed})
-    structs = structures(out, args.molecules, args.seed)
+    exclude = tuple(int(s) for s in args.exclude_seeds.split(",") if s)
+    data_args = {"molecules": args.molecules, "rattle": args.rattle, "seed": args.seed}
+    if exclude:  # old folders' stamps stay valid
+        data_args["exclude_seeds"] = list(exclude)
+    stamp(out / "data_args.json", data_args)
+    structs = structures(out, args.molecules, args.seed, exclude)
     labelled = out / "labelled.extxyz"
     if not labelled.is_file():
         note("label_s", cli(["data", "xtb-label", str(structs), "--rattle", args.rattle,
