@@ -47,6 +47,7 @@ def test_finetune_from_pretrained_and_evaluate(pretrained, qm9_cache, tmp_path, 
     assert main(["evaluate", str(out / "finetune.pt"), f"data.cache_dir={qm9_cache}"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["gap_mae_meV"] == pytest.approx(metrics["test_mae"], rel=1e-5)
+    assert evaluated["baseline_gap_mae_meV"] == pytest.approx(metrics["baseline_test_mae"], rel=1e-9)
 
 
 @pytest.mark.parametrize("args, words", [

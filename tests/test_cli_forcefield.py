@@ -62,6 +62,9 @@ def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectori
     own = json.loads(capsys.readouterr().out)
     m = json.loads((finetuned / "metrics.json").read_text())
     assert own["force_mae_kcal_mol_A"] == pytest.approx(m["test_mae"], rel=1e-5)
+    for key in ("baseline_force_mae_kcal_mol_A", "baseline_energy_mae_kcal_mol"):  # as training's
+        assert own[key] == pytest.approx(m[key], rel=1e-9) and own[key] > 0
+    assert own["baseline_e0_fitted_on"] == "training split"
     assert main(["evaluate", str(finetuned / "finetune.pt"), "--compile"]) == 0
     compiled = json.loads(capsys.readouterr().out)
     assert compiled["compiled"] and not own["compiled"] and compiled["frames_per_s"] > 0
@@ -71,6 +74,8 @@ def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectori
                  "--split", "all"]) == 0
     other = json.loads(capsys.readouterr().out)
     assert other["frames"] == 30 and 0 < other["force_mae_meV_A"] < 1e5
+    assert other["baseline_e0_fitted_on"].endswith("(in-sample)")
+    assert other["baseline_force_mae_kcal_mol_A"] > 0
 
 
 def test_md_and_landscape_from_the_checkpoint(finetuned, trajectories, tmp_path, capsys):

@@ -339,17 +339,24 @@ def force_field_from(ckpt: checkpoint.Checkpoint):
 def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False,
              compile: bool = False) -> dict:
     """Energy and force errors of a force-field checkpoint on a split of its data (or of another
-    file: ``data.path=other.npz`` with split ``all``), with the trivial baselines; ``compile``:
+    file: ``data.path=other.npz`` with split ``all``), with the trivial baselines (``baseline_*``:
+    zero forces, and energies Σ E0 with E0 fitted on the training split of that data, or on the
+    evaluated structures themselves for ``all``, which flatters the baseline); ``compile``:
     energies and forces through the compiled inference program
     (:class:`~denoise3d.models.inference.ForceField`)."""
     from denoise3d.models.inference import ForceField
 
     cfg, backbone, objective = force_field_from(ckpt)
-    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, objective), allow_unseen)
+    ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, objective),
+                                               allow_unseen)
+    trivial = report(baselines(ds, loader.indices if train is None else train, loader.indices),
+                     "baseline_")
     program = ForceField(backbone, objective, compile=True) if compile else None
     t0 = time.perf_counter()
     errors = force_field_errors(backbone, objective, loader, device, program)
     seconds = time.perf_counter() - t0
     return {"checkpoint": ckpt.path, "data": cfg.data.path, "split": split_name,
             "frames": len(loader.indices), "compiled": bool(program and program.compile),
-            "frames_per_s": len(loader.indices) / max(seconds, 1e-9), **report(errors)}
+            "frames_per_s": len(loader.indices) / max(seconds, 1e-9), **report(errors),
+            **trivial, "baseline_e0_fitted_on": "training split" if train is not None
+            else "the evaluated structures (in-sample)"}

@@ -161,11 +161,19 @@ def model_from(ckpt: checkpoint.Checkpoint):
 
 
 def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = False) -> dict:
-    """MAE of a property checkpoint on a split, per label in its report unit."""
+    """MAE of a property checkpoint on a split, per label in its report unit, with the trivial
+    baseline of each (``baseline_*``: predicting the mean of the data's training split, or of
+    the evaluated structures themselves for ``all``, which flatters the baseline)."""
     backbone, heads = model_from(ckpt)
-    ds, loader, device = evaluation_run(ckpt, split_name, (backbone, *heads.values()), allow_unseen)
+    ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, *heads.values()),
+                                               allow_unseen)
     out = {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices)}
+    fit = loader.indices if train is None else train
     for name, head in heads.items():
         label = label_of(ds, name, ckpt.config.data.dataset)
         out[key_of(label)] = property_mae(backbone, head, loader, device) * label.report_factor
+        out[f"baseline_{key_of(label)}"] = (baseline(ds, fit, loader.indices, label)
+                                            * label.report_factor)
+    out["baseline_mean_of"] = "training split" if train is not None else \
+        "the evaluated structures (in-sample)"
     return out

@@ -229,23 +229,25 @@ def _save(cfg: Config, job: Job, trainer: Trainer, out: Path, metrics: dict, sta
 
 def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
                    allow_unseen: bool = False):
-    """``(dataset, loader, device)`` to evaluate a checkpoint's ``models`` (moved to the device)
-    on ``split_name`` of its data (or of the data its overrides name); "all" = every structure
-    of ``data.path``, without splitting it (the file may be short). Structures with elements the
-    model never saw are refused (:class:`~denoise3d.jobs.checkpoint.Domain`)."""
+    """``(dataset, loader, device, train)`` to evaluate a checkpoint's ``models`` (moved to the
+    device) on ``split_name`` of its data (or of the data its overrides name); "all" = every
+    structure of ``data.path``, without splitting it (the file may be short). ``train``: the
+    indices of that data's training split, for the trivial baselines (None for "all").
+    Structures with elements the model never saw are refused
+    (:class:`~denoise3d.jobs.checkpoint.Domain`)."""
     cfg = ckpt.config
     explicit = explicit_keys(cfg, "data")
     if split_name == "all":
         ds = load_dataset(cfg.data, explicit)
-        indices = np.arange(len(ds))
+        indices, train = np.arange(len(ds)), None
     else:
         ds, split = load_data(cfg.data, explicit)
         if split_name not in split:
             raise ValueError(f"unknown split {split_name!r}; choose from {', '.join(split)}")
-        indices = split[split_name]
+        indices, train = split[split_name], split["train"]
     checkpoint.Domain.of(ckpt, allow_unseen).check(ds.compositions(indices),
                                                    cfg.data.path or cfg.data.dataset)
     device = device_named(cfg.train.device)
     for model in models:
         model.to(device)
-    return ds, loader(ds, indices, cfg.data, train=False), device
+    return ds, loader(ds, indices, cfg.data, train=False), device, train
