@@ -46,6 +46,20 @@ def test_shipped_checkpoint_loads_into_its_card_config(name):
     assert checkpoint.architecture(inherited) == checkpoint.architecture(cfg.model)
 
 
+def test_inherited_architecture_note_names_config_keys_with_resolved_values():
+    """From an EGNN config (md17_cpu: 50 Gaussians) onto the shipped PaiNN, the note names the
+    model.* keys a user sets, with the values they resolve to, not EGNN's other constructor
+    arguments; with the keys given to match, there is no note."""
+    ckpt = checkpoint.load("pretrained:qm9-painn-4x64-denoise")
+    run = load_config("configs/finetune/md17_cpu.yaml", ["finetune.init=pretrained:qm9-painn-4x64-denoise"])
+    _, note = checkpoint.inherited_architecture(run, ckpt)
+    assert note.endswith("its architecture is used (model.backbone=painn, model.num_rbf=20; "
+                         "the config says egnn, 50)")
+    run = load_config("configs/finetune/md17_cpu.yaml", ["finetune.init=pretrained:qm9-painn-4x64-denoise",
+                                                         "model.backbone=painn", "model.num_rbf=null"])
+    assert checkpoint.inherited_architecture(run, ckpt)[1] == ""
+
+
 def test_shipped_xtb_force_field_predicts_xtb_forces_of_a_molecule_outside_qm9():
     """qm9-painn-4x64-denoise-xtb was trained on GFN2-xTB forces of rattled QM9 molecules (≤ 9 heavy
     atoms); on paracetamol (11 heavy atoms), RDKit conformer rattled by 0.03 Å, its forces follow

@@ -199,14 +199,20 @@ def inherited_architecture(cfg: Config, ckpt: Checkpoint) -> tuple[ModelConfig, 
     model = dataclasses.replace(cfg.model, **{f.name: getattr(saved, f.name)
                                               for f in dataclasses.fields(ModelConfig)
                                               if f.name not in given})
-    mine, theirs = architecture(cfg.model), architecture(model)
-    changed = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
     note = ""
-    if changed:
-        key = {"name": "backbone"}
+    mine, theirs = architecture(cfg.model), architecture(model)
+    if mine != theirs:
+        # named by the model.* keys a user sets (not the backbone's other constructor
+        # arguments), each with the value it resolves to (the backbone's default if unset)
+        changed = [f.name for f in dataclasses.fields(ModelConfig)
+                   if getattr(cfg.model, f.name) != getattr(model, f.name)]
+
+        def shown(arch, section, k):
+            return arch.get("name" if k == "backbone" else k, getattr(section, k))
         note = (f"note: fine-tuning {ckpt.path}: its architecture is used ("
-                + ", ".join(f"model.{key.get(k, k)}={theirs.get(k)}" for k in changed)
-                + "; the config says " + ", ".join(f"{mine.get(k)}" for k in changed) + ")")
+                + ", ".join(f"model.{k}={shown(theirs, model, k)}" for k in changed)
+                + "; the config says "
+                + ", ".join(f"{shown(mine, cfg.model, k)}" for k in changed) + ")")
     return model, note
 
 
