@@ -122,6 +122,9 @@ def test_pretrained_verb_lists_and_shows_cards(capsys):
     assert all(f"pretrained:{n}" in listed for n in pretrained.available())
     assert main(["pretrained", pretrained.available()[0]]) == 0
     assert capsys.readouterr().out.startswith("# ")
+    # a name copied from the listing, with its prefix, shows the same card
+    assert main(["pretrained", f"pretrained:{pretrained.available()[0]}"]) == 0
+    assert capsys.readouterr().out == pretrained.card(pretrained.available()[0]) + "\n"
 
 
 def test_benefit_benchmark_finetuning_stage_runs_from_shipped_checkpoint(qm9_cache, tmp_path):

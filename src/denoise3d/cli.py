@@ -73,8 +73,9 @@ def cmd_pretrained(args) -> None:
     from denoise3d import pretrained
 
     if args.name:
-        pretrained.resolve(pretrained.PREFIX + args.name)  # unknown name: one-line error
-        print(pretrained.card(args.name))
+        name = args.name.removeprefix(pretrained.PREFIX)  # as listed, or the bare name
+        pretrained.resolve(pretrained.PREFIX + name)  # unknown name: one-line error
+        print(pretrained.card(name))
         return
     for name in pretrained.available():
         title = pretrained.card(name).splitlines()[0].lstrip("# ")
