@@ -65,6 +65,7 @@ def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectori
     for key in ("baseline_force_mae_kcal_mol_A", "baseline_energy_mae_kcal_mol"):  # as training's
         assert own[key] == pytest.approx(m[key], rel=1e-9) and own[key] > 0
     assert own["baseline_e0_fitted_on"] == "training split"
+    assert own["baselines"].startswith("forces: zero; energies: per-element E0")
     assert main(["evaluate", str(finetuned / "finetune.pt"), "--compile"]) == 0
     compiled = json.loads(capsys.readouterr().out)
     assert compiled["compiled"] and not own["compiled"] and compiled["frames_per_s"] > 0

@@ -358,5 +358,6 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
     return {"checkpoint": ckpt.path, "data": cfg.data.path, "split": split_name,
             "frames": len(loader.indices), "compiled": bool(program and program.compile),
             "frames_per_s": len(loader.indices) / max(seconds, 1e-9), **report(errors),
-            **trivial, "baseline_e0_fitted_on": "training split" if train is not None
+            **trivial, "baselines": "forces: zero; energies: per-element E0 only, least squares",
+            "baseline_e0_fitted_on": "training split" if train is not None
             else "the evaluated structures (in-sample)"}
