@@ -19,7 +19,7 @@ from denoise3d.config import Config, ConfigError, explicit_keys
 from denoise3d.data.elements import MAX_Z, Z_OF
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
-from denoise3d.jobs.skeleton import Job, evaluation_run
+from denoise3d.jobs.skeleton import Job, baseline_fit, evaluation_run
 from denoise3d.objectives.energy_force import STRESS_LABELS, EnergyForceRegression
 from denoise3d.train.checkpoint import CheckpointError, load_state
 from denoise3d.train.evaluate import force_field_errors
@@ -349,8 +349,8 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
     cfg, backbone, objective = force_field_from(ckpt)
     ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, objective),
                                                allow_unseen)
-    trivial = report(baselines(ds, loader.indices if train is None else train, loader.indices),
-                     "baseline_")
+    fit, fitted_on = baseline_fit(train, loader.indices)
+    trivial = report(baselines(ds, fit, loader.indices), "baseline_")
     program = ForceField(backbone, objective, compile=True) if compile else None
     t0 = time.perf_counter()
     errors = force_field_errors(backbone, objective, loader, device, program)
@@ -359,5 +359,4 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
             "frames": len(loader.indices), "compiled": bool(program and program.compile),
             "frames_per_s": len(loader.indices) / max(seconds, 1e-9), **report(errors),
             **trivial, "baselines": "forces: zero; energies: per-element E0 only, least squares",
-            "baseline_e0_fitted_on": "training split" if train is not None
-            else "the evaluated structures (in-sample)"}
+            "baseline_e0_fitted_on": fitted_on}

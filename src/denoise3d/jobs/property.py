@@ -19,7 +19,7 @@ from denoise3d.config import Config, ConfigError, explicit_keys
 from denoise3d.data.elements import MAX_Z
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
-from denoise3d.jobs.skeleton import Job, evaluation_run
+from denoise3d.jobs.skeleton import Job, baseline_fit, evaluation_run
 from denoise3d.objectives.property import PropertyRegression
 from denoise3d.train.checkpoint import load_state
 from denoise3d.train.evaluate import property_mae
@@ -168,12 +168,11 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
     ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, *heads.values()),
                                                allow_unseen)
     out = {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices)}
-    fit = loader.indices if train is None else train
+    fit, fitted_on = baseline_fit(train, loader.indices)
     for name, head in heads.items():
         label = label_of(ds, name, ckpt.config.data.dataset)
         out[key_of(label)] = property_mae(backbone, head, loader, device) * label.report_factor
         out[f"baseline_{key_of(label)}"] = (baseline(ds, fit, loader.indices, label)
                                             * label.report_factor)
-    out["baseline_mean_of"] = "training split" if train is not None else \
-        "the evaluated structures (in-sample)"
+    out["baseline_mean_of"] = fitted_on
     return out

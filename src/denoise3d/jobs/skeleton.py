@@ -227,6 +227,14 @@ def _save(cfg: Config, job: Job, trainer: Trainer, out: Path, metrics: dict, sta
                     domain=job.domain)
 
 
+def baseline_fit(train, indices) -> tuple[np.ndarray, str]:
+    """The structures a trivial baseline is fitted on, and their name for the output: the
+    training split, or (``train`` None: split "all") the evaluated ``indices`` themselves."""
+    if train is None:
+        return indices, "the evaluated structures (in-sample)"
+    return train, "training split"
+
+
 def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
                    allow_unseen: bool = False):
     """``(dataset, loader, device, train)`` to evaluate a checkpoint's ``models`` (moved to the
