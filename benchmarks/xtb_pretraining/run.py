@@ -98,6 +98,72 @@ def structures(out: Path, n: int, seed: int, exclude_seeds: tuple[int, ...] = ()
     return target
 
 
+ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
+
+
+def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, seed: int,
+                      exclude: list[str]) -> Path:
+    """Molecules of a SMILES file (one per line, first token) as extxyz (made once): those RDKit
+    parses as one neutral fragment of H, C, N, O, F (the elements QM9 pretrained on) with
+    ``heavy`` = (min, max) heavy atoms, none of ``exclude`` (InChIKey / canonical SMILES), up
+    to ``k`` MMFF94 conformers each (ETKDGv3, :func:`denoise3d.data.conformers.conformers`).
+    The target's nearest neighbours by Morgan-fingerprint Tanimoto similarity go to
+    ``neighbours.txt``, so that close analogues of the fine-tuning molecule are visible."""
+    import ase.io
+    import numpy as np
+    from ase import Atoms
+    from rdkit import Chem, DataStructs
+    from rdkit.Chem import rdFingerprintGenerator
+
+    from denoise3d.data.conformers import SplitFilter, conformers, read_smiles_file
+
+    target = out / "structures.extxyz"
+    if target.is_file():
+        return target
+    excluded = SplitFilter(exclude)
+    keep, seen, counts = [], set(), {"read": 0, "filtered": 0, "excluded": 0, "duplicate": 0}
+    for s in read_smiles_file(path):
+        counts["read"] += 1
+        mol = Chem.MolFromSmiles(s)
+        if (mol is None or len(Chem.GetMolFrags(mol)) != 1 or Chem.GetFormalCharge(mol) != 0
+                or any(a.GetSymbol() not in ("C", "N", "O", "F", "H")
+                       or a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+                or not heavy[0] <= mol.GetNumHeavyAtoms() <= heavy[1]):
+            counts["filtered"] += 1
+            continue
+        if excluded(s):
+            counts["excluded"] += 1
+            continue
+        key = Chem.MolToInchiKey(mol)
+        if key in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(key)
+        keep.append(Chem.MolToSmiles(mol))
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in keep]
+    lines = []
+    for name in exclude:
+        sims = DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(Chem.MolFromSmiles(name)), fps)
+        top = np.argsort(sims)[::-1][:10]
+        lines += [f"# nearest to {name} (Morgan r=2, 2048 bits, Tanimoto)"]
+        lines += [f"{sims[i]:.3f} {keep[i]}" for i in top]
+    (out / "neighbours.txt").write_text("\n".join(lines) + "\n")
+    frames, failed = [], 0
+    for i, s in enumerate(keep):
+        confs = conformers(s, k=k, n_embed=2 * k, seed=seed + i)
+        failed += not confs
+        for c, (z, pos, _) in enumerate(confs):
+            frames.append(Atoms(numbers=z, positions=pos, info={"smiles": s, "conformer": c}))
+    counts.update(molecules=len(keep) - failed, embedding_failed=failed, conformers=len(frames))
+    (out / "structures.json").write_text(json.dumps(counts, indent=2))
+    print(f"{path}: {counts}", flush=True)
+    tmp = target.with_suffix(".tmp.extxyz")
+    ase.io.write(tmp, frames, format="extxyz")
+    os.replace(tmp, target)
+    return target
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/xtb_pretraining")
@@ -111,6 +177,14 @@ def main(argv=None) -> None:
     p.add_argument("--exclude-seeds", default="",
                    help="leave out the molecules that --molecules with these seeds draw "
                         "(e.g. 0: more pretraining on molecules the first set does not hold)")
+    p.add_argument("--smiles", default=None, metavar="FILE",
+                   help="molecules of this SMILES file instead of QM9's (e.g. RDKit's "
+                        "Data/NCI/first_5K.smi); --molecules is then ignored")
+    p.add_argument("--heavy-atoms", default="10-20", help="--smiles: heavy-atom range MIN-MAX")
+    p.add_argument("--conformers", type=int, default=4, help="--smiles: conformers per molecule")
+    p.add_argument("--exclude-smiles", default=ASPIRIN,
+                   help="--smiles: comma-separated molecules to leave out (default: aspirin, "
+                        "the fine-tuning target)")
     p.add_argument("--seeds", default="0", help="fine-tuning seeds")
     p.add_argument("--trajectory", default=str(CACHE / "md17_xtb" / "aspirin.npz"))
     p.add_argument("--stage", choices=["data", "pretrain", "finetune"], default="finetune",
@@ -126,11 +200,26 @@ def main(argv=None) -> None:
         path.write_text(json.dumps(times, indent=2))
 
     exclude = tuple(int(s) for s in args.exclude_seeds.split(",") if s)
-    data_args = {"molecules": args.molecules, "rattle": args.rattle, "seed": args.seed}
-    if exclude:  # old folders' stamps stay valid
-        data_args["exclude_seeds"] = list(exclude)
-    stamp(out / "data_args.json", data_args)
-    structs = structures(out, args.molecules, args.seed, exclude)
+    if args.smiles:
+        import hashlib
+
+        smiles = Path(args.smiles)
+        if not smiles.is_file():
+            sys.exit(f"--smiles {smiles}: no such file")
+        lo, _, hi = args.heavy_atoms.partition("-")
+        heavy = (int(lo), int(hi or lo))
+        targets = [s for s in args.exclude_smiles.split(",") if s]
+        data_args = {"smiles": str(smiles), "smiles_sha1": hashlib.sha1(smiles.read_bytes())
+                     .hexdigest(), "heavy_atoms": list(heavy), "conformers": args.conformers,
+                     "exclude_smiles": targets, "rattle": args.rattle, "seed": args.seed}
+        stamp(out / "data_args.json", data_args)
+        structs = smiles_structures(out, smiles, heavy, args.conformers, args.seed, targets)
+    else:
+        data_args = {"molecules": args.molecules, "rattle": args.rattle, "seed": args.seed}
+        if exclude:  # old folders' stamps stay valid
+            data_args["exclude_seeds"] = list(exclude)
+        stamp(out / "data_args.json", data_args)
+        structs = structures(out, args.molecules, args.seed, exclude)
     labelled = out / "labelled.extxyz"
     if not labelled.is_file():
         note("label_s", cli(["data", "xtb-label", str(structs), "--rattle", args.rattle,
