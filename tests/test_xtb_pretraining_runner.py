@@ -45,6 +45,12 @@ def test_smiles_source_filters_and_excludes_the_target(tmp_path):
     assert lines[0].startswith("# nearest to " + run.ASPIRIN)
     sims = [float(line.split()[0]) for line in lines[1:]]
     assert sims == sorted(sims, reverse=True) and "O=C(O)c1ccccc1O" in lines[1]
+    # close analogues of the target go too when asked (salicylic acid: 0.45 to aspirin, paracetamol 0.22)
+    again = tmp_path / "strict"
+    again.mkdir()
+    run.smiles_structures(again, smiles, (10, 20), 1, 0, [run.ASPIRIN], max_similarity=0.3)
+    counts = json.loads((again / "structures.json").read_text())
+    assert counts["similar"] == 1 and counts["molecules"] == 1
     # made once: a second call returns the file without redoing the conformers
     stamp = target.stat().st_mtime_ns
     assert run.smiles_structures(tmp_path, smiles, (10, 20), 2, 0, [run.ASPIRIN]) == target

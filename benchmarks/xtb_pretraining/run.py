@@ -102,13 +102,14 @@ ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 
 
 def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, seed: int,
-                      exclude: list[str]) -> Path:
+                      exclude: list[str], max_similarity: float = 1.0) -> Path:
     """Molecules of a SMILES file (one per line, first token) as extxyz (made once): those RDKit
     parses as one neutral fragment of H, C, N, O, F (the elements QM9 pretrained on) with
-    ``heavy`` = (min, max) heavy atoms, none of ``exclude`` (InChIKey / canonical SMILES), up
-    to ``k`` MMFF94 conformers each (ETKDGv3, :func:`denoise3d.data.conformers.conformers`).
-    The target's nearest neighbours by Morgan-fingerprint Tanimoto similarity go to
-    ``neighbours.txt``, so that close analogues of the fine-tuning molecule are visible."""
+    ``heavy`` = (min, max) heavy atoms, none of ``exclude`` (InChIKey / canonical SMILES) nor
+    any more similar to one of them than ``max_similarity`` (Tanimoto of Morgan fingerprints,
+    radius 2, 2,048 bits: close analogues of the fine-tuning target are left out too), up to
+    ``k`` MMFF94 conformers each (ETKDGv3, :func:`denoise3d.data.conformers.conformers`). The
+    target's nearest kept neighbours go to ``neighbours.txt``."""
     import ase.io
     import numpy as np
     from ase import Atoms
@@ -121,7 +122,10 @@ def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, see
     if target.is_file():
         return target
     excluded = SplitFilter(exclude)
-    keep, seen, counts = [], set(), {"read": 0, "filtered": 0, "excluded": 0, "duplicate": 0}
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    refs = [gen.GetFingerprint(Chem.MolFromSmiles(name)) for name in exclude]
+    keep, seen = [], set()
+    counts = {"read": 0, "filtered": 0, "excluded": 0, "similar": 0, "duplicate": 0}
     for s in read_smiles_file(path):
         counts["read"] += 1
         mol = Chem.MolFromSmiles(s)
@@ -134,13 +138,15 @@ def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, see
         if excluded(s):
             counts["excluded"] += 1
             continue
+        if refs and max(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(mol), refs)) > max_similarity:
+            counts["similar"] += 1
+            continue
         key = Chem.MolToInchiKey(mol)
         if key in seen:
             counts["duplicate"] += 1
             continue
         seen.add(key)
         keep.append(Chem.MolToSmiles(mol))
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in keep]
     lines = []
     for name in exclude:
@@ -185,6 +191,9 @@ def main(argv=None) -> None:
     p.add_argument("--exclude-smiles", default=ASPIRIN,
                    help="--smiles: comma-separated molecules to leave out (default: aspirin, "
                         "the fine-tuning target)")
+    p.add_argument("--max-similarity", type=float, default=1.0,
+                   help="--smiles: also leave out molecules more similar than this to an "
+                        "--exclude-smiles one (Morgan r=2 Tanimoto; e.g. 0.4; default keep all)")
     p.add_argument("--seeds", default="0", help="fine-tuning seeds")
     p.add_argument("--trajectory", default=str(CACHE / "md17_xtb" / "aspirin.npz"))
     p.add_argument("--stage", choices=["data", "pretrain", "finetune"], default="finetune",
@@ -211,9 +220,10 @@ def main(argv=None) -> None:
         targets = [s for s in args.exclude_smiles.split(",") if s]
         data_args = {"smiles": str(smiles), "smiles_sha1": hashlib.sha1(smiles.read_bytes())
                      .hexdigest(), "heavy_atoms": list(heavy), "conformers": args.conformers,
-                     "exclude_smiles": targets, "rattle": args.rattle, "seed": args.seed}
+                     "exclude_smiles": targets, "max_similarity": args.max_similarity, "rattle": args.rattle, "seed": args.seed}
         stamp(out / "data_args.json", data_args)
-        structs = smiles_structures(out, smiles, heavy, args.conformers, args.seed, targets)
+        structs = smiles_structures(out, smiles, heavy, args.conformers, args.seed, targets,
+                                     args.max_similarity)
     else:
         data_args = {"molecules": args.molecules, "rattle": args.rattle, "seed": args.seed}
         if exclude:  # old folders' stamps stay valid
