@@ -66,6 +66,19 @@ def test_evaluate_on_own_split_and_on_an_unseen_trajectory(finetuned, trajectori
         assert own[key] == pytest.approx(m[key], rel=1e-9) and own[key] > 0
     assert own["baseline_e0_fitted_on"] == "training split"
     assert own["baselines"].startswith("forces: zero; energies: per-element E0")
+    # the force cosine, against the test frames' forces computed here from the same model
+    from denoise3d.jobs import checkpoint
+    from denoise3d.jobs.energy_force import force_field_from
+    from denoise3d.jobs.skeleton import evaluation_run
+    ckpt = checkpoint.load(finetuned / "finetune.pt", kind="finetune")
+    _, backbone, objective = force_field_from(ckpt)
+    _, loader, _, _ = evaluation_run(ckpt, "test", (backbone, objective), False)
+    pairs = [(objective.predict(backbone, b)[1], b.targets["forces"]) for b in loader]
+    f = torch.cat([p for p, _ in pairs]).double().numpy()
+    ref = torch.cat([r for _, r in pairs]).double().numpy()
+    expected = (f * ref).sum() / np.sqrt((f * f).sum() * (ref * ref).sum())
+    assert own["force_cosine"] == pytest.approx(expected, rel=1e-6) and -1 <= expected <= 1
+    assert m["test_force_cosine"] == pytest.approx(expected, rel=1e-6)
     assert main(["evaluate", str(finetuned / "finetune.pt"), "--compile"]) == 0
     compiled = json.loads(capsys.readouterr().out)
     assert compiled["compiled"] and not own["compiled"] and compiled["frames_per_s"] > 0

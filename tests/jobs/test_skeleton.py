@@ -152,3 +152,21 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_head_learns(qm9_cache, tmp_
     for k, v in start["backbone"]["state"].items():
         assert torch.equal(end["backbone"]["state"][k], v), k
     assert metrics["steps"] == 2 and np.isfinite(metrics["test_mae"])
+
+
+def test_a_training_epoch_that_leaves_out_many_samples_says_so(qm9_cache, tmp_path, capsys):
+    from denoise3d.data.dataset import BatchLoader
+    from denoise3d.jobs.skeleton import left_out_per_epoch
+
+    def note(n, size, epoch_size=None):
+        return left_out_per_epoch(BatchLoader(None, np.arange(n), batch_size=size, shuffle=True,
+                                              drop_last=True, epoch_size=epoch_size))
+
+    assert "leaves out 16 (33 %" in note(48, 32) and "1 step(s) per epoch" in note(48, 32)
+    assert note(64, 32) == "" and note(330, 32) == ""  # none, or 10 of 330 (3 %)
+    assert "1000 training samples per epoch" in note(100, 300, epoch_size=1000)
+    assert left_out_per_epoch(BatchLoader(None, np.arange(48), batch_size=32)) == ""  # evaluation
+    # and the run prints it: 24 training structures, batches of 16
+    assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "data.max_train=24",
+                 f"train.out={tmp_path / 'run'}"]) == 0
+    assert "each shuffled epoch leaves out 8 (33 %" in capsys.readouterr().out

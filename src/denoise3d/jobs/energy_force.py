@@ -38,6 +38,8 @@ def report(errors: dict[str, float], prefix: str = "") -> dict[str, float]:
         if key in errors:
             out[f"{prefix}{name}_kcal_mol{unit}"] = errors[key] / KCALMOL_EV
             out[f"{prefix}{name}_meV{unit}"] = errors[key] * EV_MEV
+    if "force_cosine" in errors:  # unitless
+        out[f"{prefix}force_cosine"] = errors["force_cosine"]
     if "stress_mae" in errors:  # eV/Å³ -> meV/Å³ and GPa
         out[f"{prefix}stress_mae_meV_A3"] = errors["stress_mae"] * EV_MEV
         out[f"{prefix}stress_mae_GPa"] = errors["stress_mae"] * EV_A3_GPA

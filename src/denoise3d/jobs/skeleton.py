@@ -89,6 +89,9 @@ def run(cfg: Config, build: Callable[[Config], Job]):
                                            for k, v in job.split.items() if k != "all"})
             print(f"{job.announce}; output in {out}"
                   + (f"; {trainer.dist.world_size} processes" if trainer.dist.enabled else ""))
+            left = left_out_per_epoch(train)
+            if left:
+                print(left)
         kept = _train(cfg, job, trainer, train, valid, out)
         if job.finish is None:
             if main and (out / job.checkpoint_name).is_file():
@@ -103,6 +106,21 @@ def run(cfg: Config, build: Callable[[Config], Job]):
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(f"{line}; saved {out / job.checkpoint_name}")
         return metrics
+
+
+def left_out_per_epoch(train) -> str:
+    """A note when a fixed-size training loader leaves out 10 % or more of each epoch's samples
+    (its partial last batch is dropped: every batch then has the same size), else ""."""
+    size = getattr(train, "batch_size", None)
+    if size is None or not getattr(train, "drop_last", False):
+        return ""
+    n = train.epoch_size if train.epoch_size is not None else len(train.indices)
+    left = n - len(train) * size
+    if left == 0 or left < 0.1 * n:
+        return ""
+    return (f"note: {n} training samples per epoch and data.batch_size={size}: {len(train)} "
+            f"step(s) per epoch, and each shuffled epoch leaves out {left} ({100 * left / n:.0f} "
+            f"%; others each epoch); a data.batch_size that divides {n} uses them all")
 
 
 def check_periodic(cfg: Config, job: Job) -> None:

@@ -59,13 +59,15 @@ def objective_loss(trainer, loader, seed: int = 1234) -> dict[str, float]:
 
 
 def force_field_errors(backbone, objective, loader, device, program=None) -> dict[str, float]:
-    """Energy MAE (eV per structure, and per atom), force MAE and RMSE per component (eV/Å) and
-    the objective's loss on them, over ``loader``, for an energy + force objective (forces need
-    autograd, so no ``no_grad`` here). ``program``: a :class:`~denoise3d.models.inference.
-    ForceField` of the same modules to compute energies and forces with (not with stress)."""
+    """Energy MAE (eV per structure, and per atom), force MAE and RMSE per component (eV/Å),
+    the force cosine Σ F·F* / (‖F‖ ‖F*‖) over all atoms and components (1 = the same
+    directions; not with stress), and the objective's loss on them, over ``loader``, for an
+    energy + force objective (forces need autograd, so no ``no_grad`` here). ``program``: a
+    :class:`~denoise3d.models.inference.ForceField` of the same modules to compute energies
+    and forces with (not with stress)."""
     backbone.eval()
     objective.eval()
-    e_sum = e_atom_sum = f_sum = f_sq = s_sum = 0.0
+    e_sum = e_atom_sum = f_sum = f_sq = s_sum = dot = pred_sq = ref_sq = 0.0
     n_graphs = n_components = 0
     stress = getattr(objective, "stress_weight", 0.0) > 0
     for batch in _bar(eval_shard(loader)):
@@ -73,23 +75,28 @@ def force_field_errors(backbone, objective, loader, device, program=None) -> dic
         if stress:
             e_err, f_err, s_err = objective.stress_errors(backbone, batch)
             s_sum += float(s_err.double().sum())
-        elif program is not None:
-            energy, forces = program(batch)
+        else:
+            energy, forces = (program(batch) if program is not None
+                              else objective.predict(backbone, batch))
             e_err = (energy - batch.targets["energy"]).abs()
             f_err = (forces - batch.targets["forces"]).abs()
-        else:
-            e_err, f_err = objective.errors(backbone, batch)
+            f, ref = forces.detach().double(), batch.targets["forces"].double()
+            dot += float((f * ref).sum())
+            pred_sq, ref_sq = pred_sq + float(f.square().sum()), ref_sq + float(ref.square().sum())
         e_sum, f_sum = e_sum + float(e_err.sum()), f_sum + float(f_err.sum())
         e_atom_sum += float((e_err / batch.natoms.to(e_err.dtype)).sum())
         f_sq += float(f_err.double().square().sum())
         n_graphs, n_components = n_graphs + e_err.numel(), n_components + f_err.numel()
-    e_sum, f_sum, e_atom_sum, f_sq, s_sum, n_graphs, n_components = all_reduce_sums(
-        [e_sum, f_sum, e_atom_sum, f_sq, s_sum, n_graphs, n_components])
+    e_sum, f_sum, e_atom_sum, f_sq, s_sum, dot, pred_sq, ref_sq, n_graphs, n_components = \
+        all_reduce_sums([e_sum, f_sum, e_atom_sum, f_sq, s_sum, dot, pred_sq, ref_sq, n_graphs,
+                         n_components])
     e_mae, f_mae = e_sum / max(n_graphs, 1), f_sum / max(n_components, 1)
     loss = float(objective.combine(torch.tensor(e_mae), torch.tensor(f_mae)))
     out = {"energy_mae": e_mae, "force_mae": f_mae, "loss": loss,
            "energy_mae_per_atom": e_atom_sum / max(n_graphs, 1),
            "force_rmse": (f_sq / max(n_components, 1)) ** 0.5}
+    if not stress:
+        out["force_cosine"] = dot / max((pred_sq * ref_sq) ** 0.5, 1e-300)
     if stress:  # stress MAE per Voigt component, eV/Å³; in the loss as in training
         out["stress_mae"] = s_sum / max(6 * n_graphs, 1)
         out["loss"] = loss + objective.stress_weight * out["stress_mae"] / float(objective.stress_scale)
