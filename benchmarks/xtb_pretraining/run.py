@@ -11,6 +11,11 @@ cached (a finished stage is never redone; the fine-tunings continue from their r
 1. **Structures.** ``--molecules`` molecules of QM9's EGNN training split (the split the shipped
    checkpoints were pretrained on; drawn with ``--seed``, leaving out those drawn with
    ``--exclude-seeds``), their DFT equilibrium geometries, as extxyz (``structures.extxyz``). Aspirin (13 heavy atoms) cannot be among them (QM9: ≤ 9).
+   Or, with ``--smiles FILE``, the molecules of a SMILES file (e.g. RDKit's
+   ``Data/NCI/first_5K.smi``, larger than QM9's) in a ``--heavy-atoms`` range, as MMFF94
+   conformers, leaving out the target (``--exclude-smiles``, default aspirin) and, with
+   ``--max-similarity``, its close analogues; the target's nearest kept neighbours go to
+   ``neighbours.txt``.
 2. **Labels.** ``denoise3d data xtb-label --rattle 0.02,0.04``: two off-equilibrium copies per
    molecule (every coordinate displaced by σ·N(0, 1), σ = 0.02 and 0.04 Å; ~0.03 Å gives the
    force sizes of a 500 K trajectory), energy and forces from GFN2-xTB (``labelled.extxyz``).
