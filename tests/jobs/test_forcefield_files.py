@@ -102,6 +102,13 @@ def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsy
     assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
                  "--split", "all"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 5
+    # labels the file does not have: one line naming the file and the labels it has
+    for bad in ("data.forces_key=force",):
+        assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
+                     "--split", "all", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the cache's summary
+        assert err.startswith("denoise3d: error: ") and "other.extxyz: no " in err, err
+        assert "labels read: energy" in err
 
     ase.io.write(tmp_path / "new.xyz", [molecule("CH3OH"), molecule("C2H6")])
     assert main(["predict", str(out / "finetune.pt"), str(tmp_path / "new.xyz"),

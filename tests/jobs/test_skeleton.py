@@ -35,6 +35,8 @@ def finished(qm9_cache, tmp_path_factory):
                                                "model.hidden=32"),  # resume: the same run only
     (["finetune.target=lumo", "train.resume=true"], "was run with finetune.target=homo"),
     (["data.max_train=8"], "no training batch: 8 training structures and data.batch_size=16"),
+    (["data.epoch_size=8"], "no training batch: data.epoch_size=8 samples per epoch and "
+                            "data.batch_size=16"),
     (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9"),
     (["finetune.target=forces"], "unknown finetune.target 'forces'"),
     (["finetune.init=/nonexistent.pt"], "checkpoint not found"),
@@ -165,6 +167,14 @@ def test_a_training_epoch_that_leaves_out_many_samples_says_so(qm9_cache, tmp_pa
     assert "leaves out 16 (33 %" in note(48, 32) and "1 step(s) per epoch" in note(48, 32)
     assert note(64, 32) == "" and note(330, 32) == ""  # none, or 10 of 330 (3 %)
     assert "1000 training samples per epoch" in note(100, 300, epoch_size=1000)
+    from denoise3d.data.batching import DynamicBatchLoader
+
+    class Sizes:  # 48 molecules of 10 atoms packed by 400 atoms: batches of 40 and 8
+        natoms = np.full(48, 10)
+
+    packed = DynamicBatchLoader(Sizes(), np.arange(48), max_atoms=400, shuffle=True, drop_last=True)
+    assert "data.max_atoms=400: 1 step(s) per epoch, and each shuffled epoch leaves out 8 (17 %" \
+        in left_out_per_epoch(packed)
     assert left_out_per_epoch(BatchLoader(None, np.arange(48), batch_size=32)) == ""  # evaluation
     # and the run prints it: 24 training structures, batches of 16
     assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "data.max_train=24",

@@ -350,7 +350,7 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
 
     cfg, backbone, objective = force_field_from(ckpt)
     ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, objective),
-                                               allow_unseen)
+                                               allow_unseen, needs=("energy", "forces"))
     fit, fitted_on = baseline_fit(train, loader.indices)
     trivial = report(baselines(ds, fit, loader.indices), "baseline_")
     program = ForceField(backbone, objective, compile=True) if compile else None

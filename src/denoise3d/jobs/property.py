@@ -166,7 +166,7 @@ def evaluate(ckpt: checkpoint.Checkpoint, split_name: str, allow_unseen: bool = 
     the evaluated structures themselves for ``all``, which flatters the baseline)."""
     backbone, heads = model_from(ckpt)
     ds, loader, device, train = evaluation_run(ckpt, split_name, (backbone, *heads.values()),
-                                               allow_unseen)
+                                               allow_unseen, needs=tuple(heads))
     out = {"checkpoint": ckpt.path, "split": split_name, "molecules": len(loader.indices)}
     fit, fitted_on = baseline_fit(train, loader.indices)
     for name, head in heads.items():

@@ -75,8 +75,11 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     train = loader(job.dataset, job.split["train"], cfg.data, train=True, seed=cfg.train.seed)
     valid = loader(job.dataset, job.split["valid"], cfg.data, train=False)
     if len(train) == 0 and cfg.train.max_steps != 0:
-        raise ConfigError(f"no training batch: {len(job.split['train'])} training structures and "
-                          f"data.batch_size={cfg.data.batch_size} (a partial last batch is dropped)")
+        epoch = (f"data.epoch_size={cfg.data.epoch_size} samples per epoch"
+                 if cfg.data.epoch_size is not None else
+                 f"{len(job.split['train'])} training structures")
+        raise ConfigError(f"no training batch: {epoch} and data.batch_size={cfg.data.batch_size} "
+                          f"(a partial last batch is dropped)")
     if cfg.train.max_steps == 0 and job.finish is None:
         raise ConfigError("train.max_steps=0: pretraining would take no step and save nothing")
     check_resume(cfg, out)
@@ -109,18 +112,25 @@ def run(cfg: Config, build: Callable[[Config], Job]):
 
 
 def left_out_per_epoch(train) -> str:
-    """A note when a fixed-size training loader leaves out 10 % or more of each epoch's samples
-    (its partial last batch is dropped: every batch then has the same size), else ""."""
-    size = getattr(train, "batch_size", None)
-    if size is None or not getattr(train, "drop_last", False):
+    """A note when a training loader leaves out 10 % or more of each epoch's samples (its
+    partial last batch is dropped: fixed-size batches then all have the same size; batches
+    packed by data.max_atoms / max_edges / max_graphs are measured on the first epoch), else ""."""
+    if not getattr(train, "drop_last", False):
         return ""
     n = train.epoch_size if train.epoch_size is not None else len(train.indices)
-    left = n - len(train) * size
-    if left == 0 or left < 0.1 * n:
+    size = getattr(train, "batch_size", None)
+    if size is not None:
+        left, how = n - len(train) * size, f"data.batch_size={size}"
+        fix = f"a data.batch_size that divides {n} uses them all"
+    else:  # packed batches: the first epoch's
+        left = n - sum(len(b) for b in train.index_batches())
+        how = ", ".join(f"data.{k}={v}" for k, v in train.limits.items() if v is not None)
+        fix = "larger limits (or a data.batch_size instead) use more of them"
+    if left <= 0 or left < 0.1 * n:
         return ""
-    return (f"note: {n} training samples per epoch and data.batch_size={size}: {len(train)} "
-            f"step(s) per epoch, and each shuffled epoch leaves out {left} ({100 * left / n:.0f} "
-            f"%; others each epoch); a data.batch_size that divides {n} uses them all")
+    return (f"note: {n} training samples per epoch and {how}: {len(train)} step(s) per epoch, "
+            f"and each shuffled epoch leaves out {left} ({100 * left / n:.0f} %; a different "
+            f"subset each epoch); {fix}")
 
 
 def check_periodic(cfg: Config, job: Job) -> None:
@@ -254,13 +264,14 @@ def baseline_fit(train, indices) -> tuple[np.ndarray, str]:
 
 
 def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
-                   allow_unseen: bool = False):
+                   allow_unseen: bool = False, needs: tuple[str, ...] = ()):
     """``(dataset, loader, device, train)`` to evaluate a checkpoint's ``models`` (moved to the
     device) on ``split_name`` of its data (or of the data its overrides name); "all" = every
     structure of ``data.path``, without splitting it (the file may be short). ``train``: the
     indices of that data's training split, for the trivial baselines (None for "all").
     Structures with elements the model never saw are refused
-    (:class:`~denoise3d.jobs.checkpoint.Domain`)."""
+    (:class:`~denoise3d.jobs.checkpoint.Domain`), and data without the labels ``needs`` names
+    (one-line ValueError naming the data and the labels it has)."""
     cfg = ckpt.config
     explicit = explicit_keys(cfg, "data")
     if split_name == "all":
@@ -271,6 +282,15 @@ def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
         if split_name not in split:
             raise ValueError(f"unknown split {split_name!r}; choose from {', '.join(split)}")
         indices, train = split[split_name], split["train"]
+    has = (*ds.target_names, *ds.atom_target_names)
+    missing = [name for name in needs if name not in has]
+    if missing:
+        keys = {"energy": "data.energy_key", "forces": "data.forces_key"}
+        hint = ", ".join(keys[m] for m in missing if m in keys) or "data.targets"
+        raise ValueError(f"{cfg.data.path or cfg.data.dataset}: no {' or '.join(map(repr, missing))} "
+                         f"label to evaluate against (labels read: {', '.join(has) or 'none'}); "
+                         f"{hint} names another key, and `denoise3d predict` takes unlabelled "
+                         f"structures")
     checkpoint.Domain.of(ckpt, allow_unseen).check(ds.compositions(indices),
                                                    cfg.data.path or cfg.data.dataset)
     device = device_named(cfg.train.device)
