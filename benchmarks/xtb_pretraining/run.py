@@ -129,7 +129,7 @@ def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, see
     excluded = SplitFilter(exclude)
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     refs = [gen.GetFingerprint(Chem.MolFromSmiles(name)) for name in exclude]
-    keep, seen = [], set()
+    keep, fps, seen = [], [], set()
     counts = {"read": 0, "filtered": 0, "excluded": 0, "similar": 0, "duplicate": 0}
     for s in read_smiles_file(path):
         counts["read"] += 1
@@ -143,7 +143,8 @@ def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, see
         if excluded(s):
             counts["excluded"] += 1
             continue
-        if refs and max(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(mol), refs)) > max_similarity:
+        fp = gen.GetFingerprint(mol)
+        if refs and max(DataStructs.BulkTanimotoSimilarity(fp, refs)) > max_similarity:
             counts["similar"] += 1
             continue
         key = Chem.MolToInchiKey(mol)
@@ -152,10 +153,10 @@ def smiles_structures(out: Path, path: Path, heavy: tuple[int, int], k: int, see
             continue
         seen.add(key)
         keep.append(Chem.MolToSmiles(mol))
-    fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in keep]
+        fps.append(fp)
     lines = []
-    for name in exclude:
-        sims = DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(Chem.MolFromSmiles(name)), fps)
+    for name, ref in zip(exclude, refs):
+        sims = DataStructs.BulkTanimotoSimilarity(ref, fps)
         top = np.argsort(sims)[::-1][:10]
         lines += [f"# nearest to {name} (Morgan r=2, 2048 bits, Tanimoto)"]
         lines += [f"{sims[i]:.3f} {keep[i]}" for i in top]
@@ -225,7 +226,8 @@ def main(argv=None) -> None:
         targets = [s for s in args.exclude_smiles.split(",") if s]
         data_args = {"smiles": str(smiles), "smiles_sha1": hashlib.sha1(smiles.read_bytes())
                      .hexdigest(), "heavy_atoms": list(heavy), "conformers": args.conformers,
-                     "exclude_smiles": targets, "max_similarity": args.max_similarity, "rattle": args.rattle, "seed": args.seed}
+                     "exclude_smiles": targets, "max_similarity": args.max_similarity,
+                     "rattle": args.rattle, "seed": args.seed}
         stamp(out / "data_args.json", data_args)
         structs = smiles_structures(out, smiles, heavy, args.conformers, args.seed, targets,
                                      args.max_similarity)
