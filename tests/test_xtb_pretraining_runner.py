@@ -55,3 +55,15 @@ def test_smiles_source_filters_and_excludes_the_target(tmp_path):
     stamp = target.stat().st_mtime_ns
     assert run.smiles_structures(tmp_path, smiles, (10, 20), 2, 0, [run.ASPIRIN]) == target
     assert target.stat().st_mtime_ns == stamp
+
+
+def test_overrides_of_the_fine_tuning_need_a_tag(tmp_path):
+    import pytest
+
+    run = _runner()
+    (tmp_path / "labelled.extxyz").write_text("")  # the stages before are cached
+    (tmp_path / "data_args.json").write_text(json.dumps(
+        {"molecules": 25000, "rattle": "0.02,0.04", "seed": 0}))
+    (tmp_path / "structures.extxyz").write_text("")
+    with pytest.raises(SystemExit, match="--finetune-set needs --tag"):
+        run.main(["--out", str(tmp_path), "--finetune-set", "train.lr=1e-3"])

@@ -28,6 +28,10 @@ cached (a finished stage is never redone; the fine-tunings continue from their r
    2,000 other frames) with the recipe of RESULTS' "fine-tuning recipe" section (atomwise head +
    EMA 0.999), from the stage-3 force field (backbone and energy head), ``--seeds`` seeds.
 
+``--pretrain-set KEY=VALUE`` adds an override to stage 3 (e.g. ``train.scheduler=cosine``;
+recorded in the folder's ``run_args.json``, so another value needs another ``--name``), and
+``--finetune-set KEY=VALUE --tag T`` to stage 4 (folder ``finetune/NAME-T``).
+
 Caveat, stated in RESULTS: here the pretraining labels and the target's are the same method
 (GFN2-xTB), the optimistic case; a user fine-tuning on DFT labels would pretrain on a cheaper,
 different method.
@@ -200,6 +204,13 @@ def main(argv=None) -> None:
     p.add_argument("--max-similarity", type=float, default=1.0,
                    help="--smiles: also leave out molecules more similar than this to an "
                         "--exclude-smiles one (Morgan r=2 Tanimoto; e.g. 0.4; default keep all)")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of the pretraining run (repeatable; e.g. "
+                        "train.scheduler=cosine); recorded in the folder's run_args.json")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of the fine-tuning runs (repeatable; needs --tag)")
+    p.add_argument("--tag", default=None,
+                   help="fine-tuning folder finetune/NAME-TAG (for --finetune-set runs)")
     p.add_argument("--seeds", default="0", help="fine-tuning seeds")
     p.add_argument("--trajectory", default=str(CACHE / "md17_xtb" / "aspirin.npz"))
     p.add_argument("--stage", choices=["data", "pretrain", "finetune"], default="finetune",
@@ -249,7 +260,12 @@ def main(argv=None) -> None:
     name = args.name or ("scratch" if not args.init else args.init.replace("pretrained:", ""))
     pre = out / "pretrain" / name
     pre.mkdir(parents=True, exist_ok=True)
-    stamp(pre / "run_args.json", {"from": args.init, "epochs": args.epochs, "seed": args.seed})
+    run_args = {"from": args.init, "epochs": args.epochs, "seed": args.seed}
+    if args.pretrain_set:  # old folders' stamps stay valid
+        run_args["set"] = args.pretrain_set
+    stamp(pre / "run_args.json", run_args)
+    if args.finetune_set and not args.tag:
+        sys.exit("--finetune-set needs --tag (the fine-tuning folder is finetune/NAME-TAG)")
     if not (pre / "metrics.json").is_file():
         init = [f"finetune.init={args.init}"] if args.init else []
         note(f"pretrain_{name}_s", cli(
@@ -257,21 +273,24 @@ def main(argv=None) -> None:
              f"data.path={labelled}", "model.backbone=painn", "model.num_rbf=null",
              *init, f"train.epochs={args.epochs}", "train.ema_decay=0.999",
              f"train.seed={args.seed}", "train.threads=1", "train.progress=false",
-             f"train.out={pre}"], pre / "stdout.log"))
+             *args.pretrain_set, f"train.out={pre}"], pre / "stdout.log"))
     if args.stage == "pretrain":
         return
     for seed in [int(s) for s in args.seeds.split(",")]:
-        run = out / "finetune" / name / f"seed{seed}"
+        run = out / "finetune" / (f"{name}-{args.tag}" if args.tag else name) / f"seed{seed}"
         if (run / "metrics.json").is_file():
             continue
         run.mkdir(parents=True, exist_ok=True)
-        note(f"finetune_{name}_seed{seed}_s", cli(
+        if args.tag:
+            stamp(run.parent / "run_args.json", {"set": args.finetune_set})
+        note(f"finetune_{run.parent.name}_seed{seed}_s", cli(
             ["finetune", str(ROOT / "benchmarks/pretraining_benefit/finetune_md17.yaml"),
              f"data.path={args.trajectory}", "train.epochs=100", "data.train_frames=100",
              "data.valid_frames=50", "data.epoch_size=1000", "model.backbone=painn",
              f"finetune.init={pre / 'finetune.pt'}", "finetune.energy_head=atomwise",
              "train.ema_decay=0.999", f"train.seed={seed}", "train.threads=1",
-             "train.progress=false", f"train.out={run}"], run / "stdout.log"))
+             "train.progress=false", *args.finetune_set, f"train.out={run}"],
+            run / "stdout.log"))
     for path in sorted((out / "finetune").glob("*/seed*/metrics.json")):
         m = json.loads(path.read_text())
         print(f"{path.parent.parent.name} {path.parent.name}: force {m['test_mae']:.3f} "

@@ -355,7 +355,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a split")
     s.add_argument("checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value")
-    s.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    s.add_argument("--split", default=None, choices=["train", "valid", "test", "all"],
+                   help="default: test, or all when data.path names another file than the "
+                   "training data")
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_unseen_flag(s)
     s.set_defaults(fn=cmd_evaluate)

@@ -149,7 +149,7 @@ def test_geom_through_config_and_cli(tmp_path, capsys):
     assert len(ds) == 4 and len(split["train"]) == 3 and len(split["valid"]) == 1
     assert main(["data", "build", str(tmp_path / "rf"), "--geom", "--top-k", "1",
                  "--out", str(tmp_path / "built")]) == 0
-    assert "molecules 2" in capsys.readouterr().out
+    assert "structures 2" in capsys.readouterr().out
     assert len(load_structures(tmp_path / "built")) == 2
 
 

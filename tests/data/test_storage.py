@@ -69,7 +69,7 @@ def test_write_and_open(tmp_path, small_arrays):
 def test_reuse_and_rebuilds(tmp_path, small_arrays, capsys):
     path, build = tmp_path / "c", Builder(small_arrays)
     load_or_build(path, SOURCE, build)
-    assert build.calls == 1 and "molecules 50" in capsys.readouterr().err
+    assert build.calls == 1 and "structures 50" in capsys.readouterr().err
     load_or_build(path, SOURCE, build)
     assert build.calls == 1 and capsys.readouterr().err == ""  # reused silently
 
@@ -154,7 +154,7 @@ def test_live_temp_dirs_kept(tmp_path, small_arrays):
 
 def test_statistics(small_arrays):
     text = statistics(small_arrays)
-    assert "molecules 50" in text and "H " in text and "min 3" in text
+    assert "structures 50" in text and "H " in text and "min 3" in text
 
 
 def test_real_qm9_cache_reused(qm9_cache, capsys):

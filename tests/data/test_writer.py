@@ -57,7 +57,7 @@ def test_streamed_equals_one_shot(tmp_path):
     for k in one:
         assert streamed[k].dtype == ref[k].dtype, k
         np.testing.assert_array_equal(streamed[k], ref[k], err_msg=k)
-    assert "molecules 20,000" in w.statistics() and "min 20" in w.statistics()
+    assert "structures 20,000" in w.statistics() and "min 20" in w.statistics()
 
 
 def test_targets_forces_strings(tmp_path):

@@ -102,6 +102,16 @@ def test_file_to_finetune_evaluate_predict_and_calculator(mixed, tmp_path, capsy
     assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
                  "--split", "all"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 5
+    # another file without --split: all of it, said on stderr; --split test of it: its own
+    # split, said too (it was a silent 1 frame of 5)
+    assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["frames"] == 5 and json.loads(got.out)["split"] == "all"
+    assert "is not the training data" in got.err and "every structure" in got.err
+    assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
+                 "--split", "test"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["frames"] < 5 and "that file's own test split" in got.err
     # labels the file does not have: one line naming the file and the labels it has
     for bad in ("data.forces_key=force",):
         assert main(["evaluate", str(out / "finetune.pt"), f"data.path={tmp_path / 'other.extxyz'}",
@@ -153,3 +163,19 @@ def test_a_force_field_needs_energies_in_the_first_structure(mixed, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the cache build's report
     assert err.startswith("denoise3d: error: ") and "no_e0.extxyz: finetune.task=energy_force " \
         "needs energies and forces: its first structure has no 'energy' energy" in err
+
+
+def test_a_gradient_array_is_named_when_the_forces_are_missing(mixed, tmp_path, capsys):
+    import ase.io
+
+    frames = ase.io.read(mixed, ":")
+    for a in frames:  # forces stored as a gradient under another name (e.g. ORCA's engrad)
+        a.arrays["grad"] = -a.calc.results.pop("forces")
+    ase.io.write(tmp_path / "grad.extxyz", frames)
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={tmp_path / 'grad.extxyz'}", f"data.cache_dir={tmp_path}",
+                 f"train.out={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "its first structure has no 'forces' forces" in err and "'energy' energy" not in err
+    assert "per-atom 3-vectors in it: grad: data.forces_key=KEY" in err and "minus the forces" in err
+    assert not (tmp_path / "x").exists()

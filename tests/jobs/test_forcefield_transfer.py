@@ -47,7 +47,12 @@ def test_xtb_label_rattle_in_two_processes_equals_one(tmp_path, capsys):
         np.testing.assert_allclose(x.positions, y.positions, atol=1e-8)
         assert x.get_potential_energy() == pytest.approx(y.get_potential_energy(), abs=1e-7)
         np.testing.assert_allclose(x.get_forces(), y.get_forces(), atol=1e-6)
-        assert x.info["rattle_sigma"] in (0.02, 0.05)
+        assert x.info["rattle_sigma"] in (0.02, 0.05) and x.info["theory"] == "GFN2-xTB"
+    # the level of theory is read back for a force field's metrics (was null)
+    from denoise3d.data.sources.files import level_of_theory
+
+    assert level_of_theory(tmp_path / "w1.extxyz") == "GFN2-xTB"
+    assert level_of_theory(tmp_path / "in.extxyz") is None
     # a frame xTB cannot label: one line naming the copy and its input frame, nothing written
     from ase import Atoms
 

@@ -299,13 +299,14 @@ def load_or_build(path: str | Path, source: dict,
 
 
 def statistics(arrays: dict[str, np.ndarray]) -> str:
-    """Multi-line summary: molecules, atoms, element counts, atoms per molecule min/mean/max."""
+    """Multi-line summary: structures (molecules, frames or cells), atoms, element counts, atoms
+    per structure min/mean/max."""
     natoms = np.diff(arrays["atom_offset"])
     counts = np.bincount(np.asarray(arrays["z"], dtype=np.int64), minlength=MAX_Z + 1)
     elements = ", ".join(f"{SYMBOLS[z]} {c:,}" for z, c in enumerate(counts) if c)
     if not len(natoms):
-        return "  0 molecules"
-    return (f"  molecules {len(natoms):,}   atoms {int(natoms.sum()):,}\n"
+        return "  0 structures"
+    return (f"  structures {len(natoms):,}   atoms {int(natoms.sum()):,}\n"
             f"  elements  {elements}\n"
-            f"  atoms per molecule  min {natoms.min()}  mean {natoms.mean():.2f}  "
+            f"  atoms per structure  min {natoms.min()}  mean {natoms.mean():.2f}  "
             f"max {natoms.max()}")

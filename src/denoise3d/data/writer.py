@@ -221,11 +221,11 @@ class CacheWriter:
     def statistics(self) -> str:
         """Same summary as :func:`denoise3d.data.storage.statistics`, from running counts."""
         if not self.n:
-            return "  0 molecules"
+            return "  0 structures"
         elements = ", ".join(f"{SYMBOLS[z]} {c:,}" for z, c in enumerate(self.element_counts) if c)
-        return (f"  molecules {self.n:,}   atoms {self.n_atoms:,}\n"
+        return (f"  structures {self.n:,}   atoms {self.n_atoms:,}\n"
                 f"  elements  {elements}\n"
-                f"  atoms per molecule  min {self.natoms_min}  mean {self.n_atoms / self.n:.2f}  "
+                f"  atoms per structure  min {self.natoms_min}  mean {self.n_atoms / self.n:.2f}  "
                 f"max {self.natoms_max}")
 
     def abort(self) -> None:

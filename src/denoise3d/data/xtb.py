@@ -309,7 +309,8 @@ def label_structures(structures, out: str | Path, progress: bool = True, workers
     """Label structures (ASE ``Atoms``, molecules or periodic cells) with GFN2-xTB (tblite) and
     write them to ``out`` as extxyz: energy (eV), forces (eV/Å) and, for a cell periodic in all
     three directions, stress (eV/Å³, Voigt) as ASE stores calculator results; cells and pbc are
-    kept (``Lattice``, ``pbc``), and so is ``Atoms.info``. ``workers`` > 1 labels in that many
+    kept (``Lattice``, ``pbc``), and so is ``Atoms.info``, plus ``info["theory"]`` =
+    "GFN2-xTB". ``workers`` > 1 labels in that many
     processes (one thread each; the output order is the input's). Written to a temporary file
     and renamed when complete, so a killed run leaves no half file; a frame xTB cannot label is
     a ValueError naming it, and nothing is written. Returns a summary (frames, seconds per
@@ -354,6 +355,7 @@ def label_structures(structures, out: str | Path, progress: bool = True, workers
                          f"{info['rattle_sigma']} Å)" if "source_frame" in info else "")
                 raise ValueError(f"frame {k}{where}: GFN2-xTB failed ({error})")
             atoms = structures[k].copy()
+            atoms.info["theory"] = THEORY  # read back as the data's level of theory (metrics)
             results_k = {"energy": energy, "forces": forces}
             if stress is not None:
                 results_k["stress"] = stress

@@ -69,6 +69,23 @@ def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
     return e0
 
 
+def _vector_arrays(path) -> str:
+    """For the error of data without forces: the per-atom 3-vector arrays of the first structure
+    of ``path`` (e.g. ``grad``), which ``data.forces_key`` could name; "" when none."""
+    from denoise3d.data.labelled import labelled_files, read_frames
+
+    try:
+        first = next(iter(read_frames(labelled_files(path)[0])), None)
+    except Exception:  # noqa: BLE001 - only a hint inside another error
+        return ""
+    keys = sorted(k for k in (first.atom_keys if first else ())
+                  if k in first.values and np.shape(first.values[k]) == (len(first.z), 3))
+    if not keys:
+        return ""
+    return (f"; per-atom 3-vectors in it: {', '.join(keys)}: data.forces_key=KEY reads one as "
+            f"forces (a gradient dE/dx is minus the forces: store its negative)")
+
+
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
     """The objective with its statistics from the training frames (eV, eV/Å): for the atomwise
     head E0 and the scale (RMS of the force components), for both the loss normaliser (std of
@@ -78,9 +95,12 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
             **dict.fromkeys(ds.atom_target_names, "atom")})
     if per.get("energy") != "structure" or per.get("forces") != "atom":
         where = f"{cfg.data.path or cfg.data.dataset}: " if cfg.data.dataset == "files" else ""
-        hint = (f"its first structure has no {cfg.data.energy_key!r} energy or "
-                f"{cfg.data.forces_key!r} forces (data.energy_key / data.forces_key name them; "
-                f"labels read: {', '.join(per) or 'none'})" if where else
+        lacking = " or ".join(f"{cfg.data.energy_key!r} energy" if n == "energy" else
+                              f"{cfg.data.forces_key!r} forces" for n in ("energy", "forces")
+                              if per.get(n) != ("structure" if n == "energy" else "atom"))
+        hint = (f"its first structure has no {lacking} (data.energy_key / data.forces_key name "
+                f"them; labels read: {', '.join(per) or 'none'}{_vector_arrays(cfg.data.path)})"
+                if where else
                 "use data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
         raise ConfigError(f"{where}finetune.task=energy_force needs energies and forces: {hint}")
     idx = np.asarray(train_idx)

@@ -65,6 +65,7 @@ class Files(Source):
         scalars = [s for s in specs if s.per == "structure"]
         forces = any(s.per == "atom" for s in specs)
 
+        theory = level_of_theory(cfg.path)
         first = next(records, None)  # a periodic first frame: the cache stores cells
         cells = first is not None and first[6] is not None
 
@@ -78,8 +79,11 @@ class Files(Source):
             root / f"files-{digest}", source, fill, n_targets=len(scalars), forces=forces,
             cells=cells,
             meta={"dataset": "files", "target_names": [s.name for s in scalars],
-                  "target_units": [s.unit for s in scalars]}, strings=("names", "smiles"))
-        return MolecularDataset.from_manifest(arrays, manifest, root / f"files-{digest}")
+                  "target_units": [s.unit for s in scalars], "theory": theory},
+            strings=("names", "smiles"))
+        ds = MolecularDataset.from_manifest(arrays, manifest, root / f"files-{digest}")
+        ds.meta = {"theory": manifest["meta"].get("theory")}
+        return ds
 
     def read(self, cfg: DataConfig):
         from denoise3d.data.splits import group_split
@@ -109,6 +113,16 @@ class Files(Source):
         for name in ds.atom_target_names:
             out[name] = Label(name, "atom", "eV/Å", "meV/Å", EV_MEV)
         return out
+
+
+def level_of_theory(path) -> str | None:
+    """The first structure's ``info["theory"]`` (a string such as "GFN2-xTB", which
+    ``denoise3d data xtb-label`` writes), reported in a force field's metrics; else None."""
+    from denoise3d.data.labelled import labelled_files, read_frames
+
+    first = next(iter(read_frames(labelled_files(path)[0])), None)
+    theory = first.values.get("theory") if first is not None else None
+    return theory if isinstance(theory, str) and theory else None
 
 
 def molecule_keys(ds) -> list[str]:
