@@ -4,6 +4,7 @@ path file -> fine-tune -> evaluate -> predict -> calculator, with unseen element
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,7 +163,8 @@ def test_a_force_field_needs_energies_in_the_first_structure(mixed, tmp_path, ca
                  f"train.out={tmp_path / 'x'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the cache build's report
     assert err.startswith("denoise3d: error: ") and "no_e0.extxyz: finetune.task=energy_force " \
-        "needs energies and forces: its first structure has no 'energy' energy" in err
+        "needs energies and forces: its first structure has no energy (key 'energy'); labels " \
+        "read: mu, forces; data.energy_key=KEY names another key" in err
 
 
 def test_a_gradient_array_is_named_when_the_forces_are_missing(mixed, tmp_path, capsys):
@@ -176,6 +178,49 @@ def test_a_gradient_array_is_named_when_the_forces_are_missing(mixed, tmp_path, 
                  f"data.path={tmp_path / 'grad.extxyz'}", f"data.cache_dir={tmp_path}",
                  f"train.out={tmp_path / 'x'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "its first structure has no 'forces' forces" in err and "'energy' energy" not in err
-    assert "per-atom 3-vectors in it: grad: data.forces_key=KEY" in err and "minus the forces" in err
+    assert "its first structure has no forces (key 'forces'); labels read: energy" in err
+    assert "energy (key" not in err and "data.energy_key" not in err
+    assert "per-atom 3-vectors in it: grad (a gradient" in err and "minus the forces" in err
+    assert err.endswith("data.forces_key=KEY names another key")
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_knows_its_training_file_by_any_path(mixed, tmp_path, capsys, monkeypatch):
+    """The checkpoint records its data files resolved: the training file named from another
+    directory, through a symlink or as a byte-identical copy is the training data (its test
+    split, no note); a file of other bytes is another file (all of it, with a note)."""
+    import shutil
+
+    import ase.io
+
+    run_dir = tmp_path / "project"
+    run_dir.mkdir()
+    shutil.copy(mixed, run_dir / "m.extxyz")
+    monkeypatch.chdir(run_dir)
+    assert main(["finetune", str(Path(__file__).resolve().parents[2] / "configs/finetune/forcefield_cpu.yaml"),
+                 "data.path=m.extxyz", "data.split_by=structure", "model.hidden=8",
+                 "model.layers=1", "data.batch_size=8", "train.epochs=1", "train.threads=1",
+                 f"data.cache_dir={tmp_path}", "train.out=ff"]) == 0
+    ckpt = run_dir / "ff" / "finetune.pt"
+    assert torch.load(ckpt, weights_only=True)["data_files"][0][0] == str(run_dir / "m.extxyz")
+    test_frames = json.loads((run_dir / "ff" / "metrics.json").read_text())["test_size"]
+    (tmp_path / "link.extxyz").symlink_to(run_dir / "m.extxyz")
+    shutil.copy(run_dir / "m.extxyz", tmp_path / "copy.extxyz")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    for same in (run_dir / "m.extxyz", "project/m.extxyz", "link.extxyz", "copy.extxyz"):
+        assert main(["evaluate", str(ckpt), f"data.path={same}"]) == 0
+        got = capsys.readouterr()
+        ev = json.loads(got.out)
+        assert ev["split"] == "test" and ev["frames"] == test_frames, same
+        assert "note" not in got.err, (same, got.err)
+    # no data.path from another directory: the recorded training file, not "m.extxyz" here
+    assert main(["evaluate", str(ckpt)]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == test_frames
+    ase.io.write(tmp_path / "fewer.extxyz", ase.io.read(run_dir / "m.extxyz", ":")[:5])
+    assert main(["evaluate", str(ckpt), "data.path=fewer.extxyz"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["frames"] == 5 and "is not the training data" in got.err
+    # a path that does not exist: the loader's error alone, no note before it
+    assert main(["evaluate", str(ckpt), "data.path=nope.extxyz"]) == 2
+    assert "note" not in capsys.readouterr().err

@@ -53,6 +53,11 @@ def test_xtb_label_rattle_in_two_processes_equals_one(tmp_path, capsys):
 
     assert level_of_theory(tmp_path / "w1.extxyz") == "GFN2-xTB"
     assert level_of_theory(tmp_path / "in.extxyz") is None
+    # the bookkeeping keys are not default labels (a property fine-tune would regress them)
+    from denoise3d.data.labelled import read_labelled
+
+    specs, _ = read_labelled(tmp_path / "w1.extxyz")
+    assert [s.name for s in specs] == ["energy", "forces"]
     # a frame xTB cannot label: one line naming the copy and its input frame, nothing written
     from ase import Atoms
 

@@ -12,7 +12,9 @@ Labels:
 
 Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
 the first structure has them, plus ``targets`` (names; default: every numeric scalar or short
-vector label of the first structure; a per-structure vector ``mu`` of length k becomes the k
+vector label of the first structure, except the bookkeeping keys that denoise3d's own writers
+add: ``rattle_sigma``, ``source_frame``, ``conformer``, ``theory``; a per-structure vector ``mu``
+of length k becomes the k
 labels ``mu[0]`` ... ``mu[k-1]``). Every structure must then have every label, finite and of the right shape: a
 missing, non-finite or mis-shaped label is a one-line ``ValueError`` naming the file, the frame
 and the key.
@@ -225,6 +227,11 @@ def _structures_by_name(path: str) -> dict:
     return out
 
 
+# what denoise3d's own writers put in ``info`` beside the labels (``data xtb-label --rattle``: the
+# displacement and the input frame; conformer numbers): never a default target
+BOOKKEEPING = frozenset({"rattle_sigma", "source_frame", "conformer", "theory"})
+
+
 def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_key: str,
                 targets: list | None, units: dict) -> list[LabelSpec]:
     """The labels to read, decided from the first structure and the settings."""
@@ -233,7 +240,7 @@ def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_ke
         specs.append(("energy", energy_key, "structure"))
     if forces_key in first.values:
         specs.append(("forces", forces_key, "atom"))
-    skip = {energy_key, forces_key, "smiles", "name"}
+    skip = {energy_key, forces_key, "smiles", "name", *BOOKKEEPING}
     if targets is None:
         targets = [k for k, v in first.values.items() if k not in skip | first.atom_keys
                    and (_scalar(v) or _vector(v))]

@@ -86,6 +86,9 @@ def save(path: str | Path, cfg: Config, *, kind: str, task: str, state: dict, we
                    for n, lb in labels.items()},
         "units": {"positions": "Å", **{n: lb.unit for n, lb in labels.items()}},
         **({"domain": domain} if domain else {})}
+    files = data_files(cfg.data.path)
+    if files:
+        payload["data_files"] = files
     if raw is not None and ema is not None:
         payload["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
         payload["raw"] = {"backbone": split_state(raw, "backbone."),
@@ -223,6 +226,17 @@ def formula(counts) -> str:
     n = {SYMBOLS[z]: int(c) for z, c in enumerate(counts) if c}
     order = (["C", "H"] if "C" in n else []) + sorted(k for k in n if k not in ("C", "H") or "C" not in n)
     return "".join(f"{k}{n[k] if n[k] > 1 else ''}" for k in order if k in n)
+
+
+def data_files(path) -> list[list] | None:
+    """``[[absolute path, size in bytes], ...]`` of the files under ``data.path`` (a file or a
+    directory), recorded in a checkpoint so that ``evaluate`` knows its training data whatever
+    the working directory; None without a path or when nothing is there."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    return [[str(f.resolve()), f.stat().st_size] for f in files] or None
 
 
 def training_domain(ds, indices) -> dict:

@@ -82,8 +82,8 @@ def _vector_arrays(path) -> str:
                   if k in first.values and np.shape(first.values[k]) == (len(first.z), 3))
     if not keys:
         return ""
-    return (f"; per-atom 3-vectors in it: {', '.join(keys)}: data.forces_key=KEY reads one as "
-            f"forces (a gradient dE/dx is minus the forces: store its negative)")
+    return (f"; per-atom 3-vectors in it: {', '.join(keys)} (a gradient dE/dx is minus the "
+            f"forces: store its negative)")
 
 
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
@@ -95,11 +95,12 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
             **dict.fromkeys(ds.atom_target_names, "atom")})
     if per.get("energy") != "structure" or per.get("forces") != "atom":
         where = f"{cfg.data.path or cfg.data.dataset}: " if cfg.data.dataset == "files" else ""
-        lacking = " or ".join(f"{cfg.data.energy_key!r} energy" if n == "energy" else
-                              f"{cfg.data.forces_key!r} forces" for n in ("energy", "forces")
-                              if per.get(n) != ("structure" if n == "energy" else "atom"))
-        hint = (f"its first structure has no {lacking} (data.energy_key / data.forces_key name "
-                f"them; labels read: {', '.join(per) or 'none'}{_vector_arrays(cfg.data.path)})"
+        no_e, no_f = per.get("energy") != "structure", per.get("forces") != "atom"
+        lacking = " or ".join([f"energy (key {cfg.data.energy_key!r})"] * no_e
+                              + [f"forces (key {cfg.data.forces_key!r})"] * no_f)
+        keys = " / ".join(["data.energy_key=KEY"] * no_e + ["data.forces_key=KEY"] * no_f)
+        hint = (f"its first structure has no {lacking}; labels read: {', '.join(per) or 'none'}"
+                f"{_vector_arrays(cfg.data.path) if no_f else ''}; {keys} names another key"
                 if where else
                 "use data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
         raise ConfigError(f"{where}finetune.task=energy_force needs energies and forces: {hint}")

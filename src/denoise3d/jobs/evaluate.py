@@ -25,6 +25,12 @@ def evaluate(path, split_name: str | None = None, overrides: list[str] = (),
     if compile and ckpt.task != "energy_force":
         raise ValueError(f"{path}: --compile applies to force fields (finetune.task=energy_force); "
                          f"this checkpoint is a {ckpt.task} model")
+    recorded = ckpt.data.get("data_files") or []
+    path_now = ckpt.config.data.path
+    if (path_now and not Path(path_now).expanduser().exists() and len(recorded) == 1
+            and path_now == ckpt.data["config"].get("data", {}).get("path")
+            and Path(recorded[0][0]).is_file()):  # a relative training path, another directory
+        ckpt.config.data.path = recorded[0][0]
     other, trained_on = other_data(ckpt)
     if split_name is None:
         split_name = "all" if other else "test"
@@ -42,11 +48,37 @@ def evaluate(path, split_name: str | None = None, overrides: list[str] = (),
 
 
 def other_data(ckpt: checkpoint.Checkpoint) -> tuple[str | None, str | None]:
-    """``(data.path of the overrides, saved data.path)`` when the overrides name another file
-    than the one the checkpoint was trained on, else ``(None, saved)``."""
+    """``(data.path of the overrides, saved data.path)`` when the overrides name other data than
+    the checkpoint was trained on, else ``(None, saved)``. The same data: the same files
+    (resolved, so a relative path from another directory or a symlink counts as the same) or
+    files of the same bytes (a copy), by the files the checkpoint recorded
+    (:func:`~denoise3d.jobs.checkpoint.data_files`); a checkpoint without that record compares
+    the paths as written. A path that does not exist is not judged (loading it fails)."""
     saved = ckpt.data["config"].get("data", {}).get("path")
     now = ckpt.config.data.path
-    same = (now == saved or (now is not None and saved is not None
-                             and Path(now).expanduser().resolve()
-                             == Path(saved).expanduser().resolve()))
-    return (None if same else now), saved
+    if now == saved or now is None:
+        return None, saved
+    if not Path(now).expanduser().exists():
+        return None, saved
+    recorded = ckpt.data.get("data_files")
+    if recorded is None:
+        same = saved is not None and (Path(now).expanduser().resolve()
+                                      == Path(saved).expanduser().resolve())
+        return (None if same else now), saved
+    current = checkpoint.data_files(now) or []
+    if [f for f, _ in current] == [f for f, _ in recorded]:
+        return None, saved
+    same_bytes = (len(current) == len(recorded)
+                  and all(a[1] == b[1] and Path(b[0]).is_file() and _sha1(a[0]) == _sha1(b[0])
+                          for a, b in zip(current, recorded)))
+    return (None if same_bytes else now), saved
+
+
+def _sha1(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

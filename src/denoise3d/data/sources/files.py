@@ -82,7 +82,7 @@ class Files(Source):
                   "target_units": [s.unit for s in scalars], "theory": theory},
             strings=("names", "smiles"))
         ds = MolecularDataset.from_manifest(arrays, manifest, root / f"files-{digest}")
-        ds.meta = {"theory": manifest["meta"].get("theory")}
+        ds.meta = {"theory": theory}  # (a cache built before the key existed lacks it)
         return ds
 
     def read(self, cfg: DataConfig):
@@ -120,7 +120,10 @@ def level_of_theory(path) -> str | None:
     ``denoise3d data xtb-label`` writes), reported in a force field's metrics; else None."""
     from denoise3d.data.labelled import labelled_files, read_frames
 
-    first = next(iter(read_frames(labelled_files(path)[0])), None)
+    first_file = labelled_files(path)[0]
+    if first_file.suffix.lower() == ".csv":  # property columns only
+        return None
+    first = next(iter(read_frames(first_file)), None)
     theory = first.values.get("theory") if first is not None else None
     return theory if isinstance(theory, str) and theory else None
 
