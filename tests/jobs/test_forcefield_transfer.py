@@ -115,6 +115,10 @@ def test_finetuning_starts_from_the_source_force_field(source_force_field, capsy
                                            job.dataset, train)
     error = predicted - job.dataset.target("energy")[train]
     assert abs(error.mean()) < 1e-8
+    # its domain: ethanol, plus the source's compositions of these elements (water and methanol,
+    # trained on in the source), so they are not warned about as never seen
+    assert set(job.domain["compositions"]) == {"C2H6O", "CH4O", "H2O"}
+    assert job.domain["elements"] == [1, 6, 8]
     # another head kind: only the backbone is transferred, and the run says so
     capsys.readouterr()
     job = energy_force.build(target_config(root, source, "finetune.energy_head=mlp_of_sum"))

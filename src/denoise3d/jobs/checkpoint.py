@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,12 +240,23 @@ def data_files(path) -> list[list] | None:
     return [[str(f.resolve()), f.stat().st_size] for f in files] or None
 
 
-def training_domain(ds, indices) -> dict:
+def training_domain(ds, indices, source: "Checkpoint | None" = None) -> dict:
     """The manifest entries of what a model was trained on: ``elements`` (atomic numbers) and
-    ``compositions`` (formulas) of the training structures."""
+    ``compositions`` (formulas) of the training structures. ``source``: the force field it was
+    fine-tuned from (its energy head moved over); its compositions made of these elements count
+    as seen too (its forces were trained on them; a multi-stage start no longer warns about every
+    molecule of its earlier stages). The elements stay this training's: E0 is refitted on it."""
     rows = ds.compositions(indices)  # distinct element counts
-    return {"elements": [int(z) for z in np.flatnonzero(rows.sum(axis=0))],
-            "compositions": sorted(formula(r) for r in rows)}
+    elements = [int(z) for z in np.flatnonzero(rows.sum(axis=0))]
+    compositions = {formula(r) for r in rows}
+    if source is not None:
+        from denoise3d.data.elements import SYMBOLS
+
+        allowed = {SYMBOLS[z] for z in elements}
+        for c in (source.data.get("domain") or {}).get("compositions", ()):
+            if set(re.findall(r"[A-Z][a-z]?", c)) <= allowed:
+                compositions.add(c)
+    return {"elements": elements, "compositions": sorted(compositions)}
 
 
 class UnseenElement(ValueError):

@@ -326,7 +326,8 @@ def build(cfg: Config) -> Job:
     return Job(task=OBJECTIVE, backbone=backbone, objectives={OBJECTIVE: (1.0, objective)},
                params={OBJECTIVE: params(cfg)}, dataset=ds, split=split,
                labels={k: ds.labels[k] for k in ("energy", "forces")},
-               domain=checkpoint.training_domain(ds, split["train"]),
+               domain=checkpoint.training_domain(ds, split["train"],
+                                                 init if head_from == OBJECTIVE else None),
                announce=f"fine-tuning energy + forces"
                         + (" + stress" if cfg.finetune.stress_weight > 0 else "")
                         + f" of {ds.meta.get('name', cfg.data.path)} "
