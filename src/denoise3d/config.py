@@ -59,7 +59,7 @@ class DataConfig:
     # dataset "files": your labelled extxyz / xyz / ASE db / SDF file or directory (data.path);
     # see denoise3d.data.labelled for where labels are read from and how units are converted
     energy_key: str = "energy"  # per-structure energy (info / calculator results / db key / SDF tag)
-    forces_key: str = "forces"  # per-atom forces (arrays / calculator results)
+    forces_key: str = "forces"  # per-atom forces (arrays / calculator results); -KEY: minus a gradient
     targets: list | None = None  # other per-structure labels to read (None = every numeric one)
     units: dict = field(default_factory=dict)  # {label: unit}, e.g. {energy: kcal/mol, gap: eV}
     split_by: str = "structure"  # structure (random) | molecule (one molecule's frames together)

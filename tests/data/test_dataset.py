@@ -98,7 +98,7 @@ def test_loader(qm9):
 
 
 def test_repr_and_target_column(qm9):
-    assert "130,831 molecules" in repr(qm9)
+    assert "130,831 structures" in repr(qm9)
     assert qm9.target("u0").shape == (130_831,) and qm9.targets.shape == (130_831, 12)
 
 

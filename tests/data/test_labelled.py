@@ -198,3 +198,32 @@ def test_a_vector_label_becomes_one_label_per_component(frames, tmp_path):
     assert {"mu_vec[0]", "mu_vec[1]", "mu_vec[2]"} <= set(ds.labels)
     assert ds.labels["mu_vec[1]"].unit == "D"
     np.testing.assert_allclose(ds.target("mu_vec[1]"), [-a.info["mu"] for a in frames])
+
+
+def test_the_level_of_theory_is_read_from_every_structure(frames, tmp_path, capsys):
+    """One stated level of theory is reported as it is; mixed ones (or some structures without
+    one) are all named, most frequent first, with a warning (was: the first frame's alone)."""
+    import ase.io
+
+    def write(name, theories):
+        out = []
+        for a, t in zip(frames, theories):
+            b = a.copy()
+            b.calc = a.calc
+            if t:
+                b.info["theory"] = t
+            out.append(b)
+        ase.io.write(tmp_path / name, out)
+        return tmp_path / name
+
+    n = len(frames)
+    ds, _ = load_data(cfg(write("one.extxyz", ["GFN2-xTB"] * n), tmp_path))
+    assert ds.meta["theory"] == "GFN2-xTB" and "theory" not in ds.labels
+    assert "levels of theory" not in capsys.readouterr().err
+    ds, _ = load_data(cfg(write("two.extxyz", ["GFN2-xTB"] * (n - 2) + ["PBE", None]), tmp_path))
+    assert ds.meta["theory"] == f"GFN2-xTB ({n - 2:,} structures) + PBE (1) + none stated (1)"
+    assert "two.extxyz: the structures carry different levels of theory" in capsys.readouterr().err
+    again, _ = load_data(cfg(tmp_path / "two.extxyz", tmp_path))  # from the cache: the same
+    assert again.meta["theory"] == ds.meta["theory"]
+    ds, _ = load_data(cfg(write("none.extxyz", [None] * n), tmp_path))
+    assert ds.meta["theory"] is None

@@ -183,6 +183,20 @@ def test_a_gradient_array_is_named_when_the_forces_are_missing(mixed, tmp_path, 
     assert "per-atom 3-vectors in it: grad (a gradient" in err and "minus the forces" in err
     assert err.endswith("data.forces_key=KEY names another key")
     assert not (tmp_path / "x").exists()
+    assert "data.forces_key=-KEY reads its negative" in err
+    # naming the gradient as forces is refused (it trained with the wrong sign, silently) ...
+    from denoise3d.data.labelled import read_labelled
+
+    with pytest.raises(ValueError, match=r"grad.extxyz: data.forces_key=grad names a gradient "
+                                         r"dE/dx, which is minus the forces: "
+                                         r"data.forces_key=-grad reads its negative"):
+        read_labelled(tmp_path / "grad.extxyz", forces_key="grad")
+    # ... and -grad reads the forces
+    specs, records = read_labelled(tmp_path / "grad.extxyz", forces_key="-grad")
+    assert [s.name for s in specs] == ["energy", "forces", "mu"]
+    reference = ase.io.read(mixed, ":")
+    for (_, _, _, forces, *_), a in zip(records, reference, strict=True):
+        np.testing.assert_allclose(forces, a.get_forces(), atol=1e-12)
 
 
 def test_evaluate_knows_its_training_file_by_any_path(mixed, tmp_path, capsys, monkeypatch):

@@ -78,7 +78,7 @@ class MolecularDataset:
                 m.madvise(mmap.MADV_DONTNEED)
 
     def __repr__(self) -> str:
-        return (f"MolecularDataset({len(self):,} molecules, {int(self._atom_offset[-1]):,} atoms, "
+        return (f"MolecularDataset({len(self):,} structures, {int(self._atom_offset[-1]):,} atoms, "
                 f"targets {', '.join(self.target_names + self.atom_target_names)})")
 
     @property

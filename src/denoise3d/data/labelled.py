@@ -10,8 +10,9 @@ Labels:
   + MMFF conformers of its SMILES (``smiles_column``), or the structure of a structure file
   (``structures``) named by its ``id_column`` (:func:`read_csv`).
 
-Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``) when
-the first structure has them, plus ``targets`` (names; default: every numeric scalar or short
+Which labels: ``energy_key`` (stored as ``energy``) and ``forces_key`` (stored as ``forces``; ``-KEY``
+reads minus a gradient ``KEY``, and a key named like a gradient, e.g. ``grad``, is refused without
+the minus) when the first structure has them, plus ``targets`` (names; default: every numeric scalar or short
 vector label of the first structure, except the bookkeeping keys that denoise3d's own writers
 add: ``rattle_sigma``, ``source_frame``, ``conformer``, ``theory``; a per-structure vector ``mu``
 of length k becomes the k
@@ -29,6 +30,7 @@ unit is unitless. A declared unit that is not an energy, length or force is kept
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -230,12 +232,19 @@ def _structures_by_name(path: str) -> dict:
 # what denoise3d's own writers put in ``info`` beside the labels (``data xtb-label --rattle``: the
 # displacement and the input frame; conformer numbers): never a default target
 BOOKKEEPING = frozenset({"rattle_sigma", "source_frame", "conformer", "theory"})
+# per-atom keys that hold a gradient dE/dx (= -forces): read only as ``data.forces_key=-KEY``
+GRADIENT_KEYS = frozenset({"grad", "grads", "gradient", "gradients", "energy_gradient", "dedx"})
 
 
 def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_key: str,
                 targets: list | None, units: dict) -> list[LabelSpec]:
     """The labels to read, decided from the first structure and the settings."""
     specs = []
+    sign, forces_key = (-1.0, forces_key[1:]) if forces_key.startswith("-") else (1.0, forces_key)
+    if sign > 0 and forces_key.lower() in GRADIENT_KEYS and forces_key in first.values:
+        raise ValueError(f"{where}: data.forces_key={forces_key} names a gradient dE/dx, which is "
+                         f"minus the forces: data.forces_key=-{forces_key} reads its negative "
+                         f"(if {forces_key!r} holds the forces themselves, rename it)")
     if energy_key in first.values:
         specs.append(("energy", energy_key, "structure"))
     if forces_key in first.values:
@@ -260,6 +269,8 @@ def label_specs(first: LabelledStructure, where: str, energy_key: str, forces_ke
         kind = name if name in defaults else None
         factor, unit = convert(str(units.get(name, defaults.get(name, ""))), f"{where}: {name}: ",
                                kind)
+        if name == "forces":
+            factor *= sign
         size = _vector(first.values[key]) if per == "structure" else 0
         if size:  # a per-structure vector (e.g. a dipole vector): one label per component
             out += [LabelSpec(f"{name}[{i}]", key, per, factor, unit, i) for i in range(size)]
@@ -315,11 +326,13 @@ def labelled_files(path: str | Path) -> list[Path]:
 def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str = "forces",
                   targets: list | None = None, units: dict | None = None,
                   smiles_column: str = "smiles", conformers: int = 1,
-                  structures: str | None = None, id_column: str = "id", embed_2d: bool = False):
+                  structures: str | None = None, id_column: str = "id", embed_2d: bool = False,
+                  theories: Counter | None = None):
     """``(specs, iterator of (z, pos, values, forces, name, smiles, cell, pbc))`` over every
     structure of a labelled file or directory; values in internal units (see the module
     docstring); ``cell`` (3, 3) Å and ``pbc`` (3,) for periodic frames (extxyz ``Lattice`` /
-    ``pbc``, ASE db cells), else None."""
+    ``pbc``, ASE db cells), else None. ``theories``: counts each structure's ``info["theory"]``
+    (None where a structure has none) as the iterator runs."""
     files = labelled_files(path)
     csv_options = (smiles_column, conformers, structures, id_column, embed_2d)
     first = next(iter(read_frames(files[0], *csv_options)), None)
@@ -338,6 +351,9 @@ def read_labelled(path: str | Path, energy_key: str = "energy", forces_key: str 
                                      f"molecular data in separate datasets")
                 z, pos = checked(s.z, s.pos, where)
                 values, forces = label_values(s, specs, where)
+                if theories is not None:
+                    t = s.values.get("theory")
+                    theories[t if isinstance(t, str) and t else None] += 1
                 yield z, pos, values, forces, s.name, s.smiles, s.cell, s.pbc
 
     return specs, records()

@@ -45,7 +45,7 @@ def _counts(n: int, sizes: Sequence[float]) -> list[int]:
     else:
         raise ValueError(f"split fractions must sum to <= 1, got {sizes} (sum {sum(sizes)})")
     if sum(counts) > n:
-        raise ValueError(f"split sizes {counts} add up to {sum(counts)} > {n} molecules")
+        raise ValueError(f"split sizes {counts} add up to {sum(counts)} > {n} items to split")
     return counts
 
 

@@ -83,7 +83,7 @@ def _vector_arrays(path) -> str:
     if not keys:
         return ""
     return (f"; per-atom 3-vectors in it: {', '.join(keys)} (a gradient dE/dx is minus the "
-            f"forces: store its negative)")
+            f"forces: data.forces_key=-KEY reads its negative)")
 
 
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +58,16 @@ class Files(Source):
 
             settings["structures_sha1"] = hashlib.sha1(repr(fingerprint_files(
                 labelled_files(cfg.structures))).encode()).hexdigest()
+        theories = Counter()
         specs, records = read_labelled(cfg.path, cfg.energy_key, cfg.forces_key, cfg.targets,
                                        cfg.units, cfg.smiles_column, cfg.conformers,
-                                       cfg.structures, cfg.id_column, cfg.embed_2d)
+                                       cfg.structures, cfg.id_column, cfg.embed_2d, theories)
         source = labelled_source(cfg.path, settings)
         digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
         root = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
         scalars = [s for s in specs if s.per == "structure"]
         forces = any(s.per == "atom" for s in specs)
 
-        theory = level_of_theory(cfg.path)
         first = next(records, None)  # a periodic first frame: the cache stores cells
         cells = first is not None and first[6] is not None
 
@@ -74,15 +76,17 @@ class Files(Source):
                 writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
             for z, pos, values, f, name, smiles, cell, pbc in records:  # mixed: refused by records
                 writer.add(z, pos, values, f, cell, pbc, names=name, smiles=smiles)
+            writer.meta["theory"] = theory_of(theories, cfg.path)
 
         arrays, manifest = stream_or_open(
             root / f"files-{digest}", source, fill, n_targets=len(scalars), forces=forces,
             cells=cells,
             meta={"dataset": "files", "target_names": [s.name for s in scalars],
-                  "target_units": [s.unit for s in scalars], "theory": theory},
+                  "target_units": [s.unit for s in scalars]},
             strings=("names", "smiles"))
         ds = MolecularDataset.from_manifest(arrays, manifest, root / f"files-{digest}")
-        ds.meta = {"theory": theory}  # (a cache built before the key existed lacks it)
+        stored = manifest.get("meta", {})  # a cache built before the key existed lacks it
+        ds.meta = {"theory": stored["theory"] if "theory" in stored else level_of_theory(cfg.path)}
         return ds
 
     def read(self, cfg: DataConfig):
@@ -113,6 +117,24 @@ class Files(Source):
         for name in ds.atom_target_names:
             out[name] = Label(name, "atom", "eV/Å", "meV/Å", EV_MEV)
         return out
+
+
+def theory_of(theories: Counter, path) -> str | None:
+    """The level of theory of a dataset from the count of its structures' ``info["theory"]``: the
+    one stated, else None; several (or some structures without one): all of them, most frequent
+    first ("GFN2-xTB (900 structures) + PBE (100)"), with a warning on stderr."""
+    stated = {t: n for t, n in theories.most_common() if t is not None}
+    if not stated:
+        return None
+    if len(theories) == 1:
+        return next(iter(stated))
+    parts = [f"{t or 'none stated'} ({n:,}{' structures' if i == 0 else ''})"
+             for i, (t, n) in enumerate(theories.most_common())]
+    mixed = " + ".join(parts)
+    print(f"denoise3d: warning: {path}: the structures carry different levels of theory "
+          f"(info['theory']): {mixed}; a force field trained on mixed reference energies learns "
+          f"neither", file=sys.stderr)
+    return mixed
 
 
 def level_of_theory(path) -> str | None:
