@@ -139,7 +139,8 @@ def theory_of(theories: Counter, path) -> str | None:
 
 def level_of_theory(path) -> str | None:
     """The first structure's ``info["theory"]`` (a string such as "GFN2-xTB", which
-    ``denoise3d data xtb-label`` writes), reported in a force field's metrics; else None."""
+    ``denoise3d data xtb-label`` writes), else None: the level of theory of a cache built before
+    its manifest stored one (:func:`theory_of` counts every structure when a cache is built)."""
     from denoise3d.data.labelled import labelled_files, read_frames
 
     first_file = labelled_files(path)[0]
