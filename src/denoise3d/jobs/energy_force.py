@@ -19,7 +19,7 @@ from denoise3d.config import Config, ConfigError, explicit_keys
 from denoise3d.data.elements import MAX_Z, Z_OF
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
-from denoise3d.jobs.skeleton import Job, baseline_fit, evaluation_run
+from denoise3d.jobs.skeleton import Job, baseline_fit, evaluation_run, gradient_hint
 from denoise3d.objectives.energy_force import STRESS_LABELS, EnergyForceRegression
 from denoise3d.train.checkpoint import CheckpointError, load_state
 from denoise3d.train.evaluate import force_field_errors
@@ -69,23 +69,6 @@ def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
     return e0
 
 
-def _vector_arrays(path) -> str:
-    """For the error of data without forces: the per-atom 3-vector arrays of the first structure
-    of ``path`` (e.g. ``grad``), which ``data.forces_key`` could name; "" when none."""
-    from denoise3d.data.labelled import labelled_files, read_frames
-
-    try:
-        first = next(iter(read_frames(labelled_files(path)[0])), None)
-    except Exception:  # noqa: BLE001 - only a hint inside another error
-        return ""
-    keys = sorted(k for k in (first.atom_keys if first else ())
-                  if k in first.values and np.shape(first.values[k]) == (len(first.z), 3))
-    if not keys:
-        return ""
-    return (f"; per-atom 3-vectors in it: {', '.join(keys)} (a gradient dE/dx is minus the "
-            f"forces: data.forces_key=-KEY reads its negative)")
-
-
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
     """The objective with its statistics from the training frames (eV, eV/Å): for the atomwise
     head E0 and the scale (RMS of the force components), for both the loss normaliser (std of
@@ -100,7 +83,7 @@ def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
                               + [f"forces (key {cfg.data.forces_key!r})"] * no_f)
         keys = " / ".join(["data.energy_key=KEY"] * no_e + ["data.forces_key=KEY"] * no_f)
         hint = (f"its first structure has no {lacking}; labels read: {', '.join(per) or 'none'}"
-                f"{_vector_arrays(cfg.data.path) if no_f else ''}; {keys} names another key"
+                f"{gradient_hint(cfg.data.path) if no_f else ''}; {keys} names another key"
                 if where else
                 "use data.dataset=md17 with data.path=FILE.npz, or data.dataset=files")
         raise ConfigError(f"{where}finetune.task=energy_force needs energies and forces: {hint}")

@@ -263,6 +263,24 @@ def baseline_fit(train, indices) -> tuple[np.ndarray, str]:
     return train, "training split"
 
 
+def gradient_hint(path) -> str:
+    """For the errors of data without forces (fine-tuning, evaluation): the per-atom 3-vector
+    arrays of the first structure of ``path`` (e.g. ``grad``), which ``data.forces_key`` could
+    name; "" when none."""
+    from denoise3d.data.labelled import labelled_files, read_frames
+
+    try:
+        first = next(iter(read_frames(labelled_files(path)[0])), None)
+    except Exception:  # noqa: BLE001 - only a hint inside another error
+        return ""
+    keys = sorted(k for k in (first.atom_keys if first else ())
+                  if k in first.values and np.shape(first.values[k]) == (len(first.z), 3))
+    if not keys:
+        return ""
+    return (f"; per-atom 3-vectors in it: {', '.join(keys)} (a gradient dE/dx is minus the "
+            f"forces: data.forces_key=-KEY reads its negative)")
+
+
 def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
                    allow_unseen: bool = False, needs: tuple[str, ...] = ()):
     """``(dataset, loader, device, train)`` to evaluate a checkpoint's ``models`` (moved to the
