@@ -197,6 +197,19 @@ def test_a_gradient_array_is_named_when_the_forces_are_missing(mixed, tmp_path, 
     reference = ase.io.read(mixed, ":")
     for (_, _, _, forces, *_), a in zip(records, reference, strict=True):
         np.testing.assert_allclose(forces, a.get_forces(), atol=1e-12)
+    # trained with -grad, then evaluated against a key it lacks: the same hint in evaluate's error
+    out = tmp_path / "g"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml",
+                 f"data.path={tmp_path / 'grad.extxyz'}", "data.forces_key=-grad",
+                 "data.split_by=structure", "model.hidden=16", "model.layers=2", "data.batch_size=8",
+                 "train.max_steps=2", "train.threads=1", f"data.cache_dir={tmp_path}",
+                 f"train.out={out}"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "finetune.pt"), "data.forces_key=forces"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no 'forces' label to evaluate against (labels read: energy" in err
+    assert "); per-atom 3-vectors in it: grad (a gradient dE/dx is minus the forces: " \
+           "data.forces_key=-KEY reads its negative); data.forces_key names another key" in err
 
 
 def test_evaluate_knows_its_training_file_by_any_path(mixed, tmp_path, capsys, monkeypatch):

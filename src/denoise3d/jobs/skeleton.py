@@ -306,7 +306,8 @@ def evaluation_run(ckpt: checkpoint.Checkpoint, split_name: str, models: tuple,
         keys = {"energy": "data.energy_key", "forces": "data.forces_key"}
         hint = ", ".join(keys[m] for m in missing if m in keys) or "data.targets"
         raise ValueError(f"{cfg.data.path or cfg.data.dataset}: no {' or '.join(map(repr, missing))} "
-                         f"label to evaluate against (labels read: {', '.join(has) or 'none'}); "
+                         f"label to evaluate against (labels read: {', '.join(has) or 'none'})"
+                         f"{gradient_hint(cfg.data.path) if 'forces' in missing else ''}; "
                          f"{hint} names another key, and `denoise3d predict` takes unlabelled "
                          f"structures")
     checkpoint.Domain.of(ckpt, allow_unseen).check(ds.compositions(indices),
