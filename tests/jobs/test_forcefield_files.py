@@ -17,7 +17,7 @@ from denoise3d.data.bonds import hop_matrix
 from denoise3d.data.elements import MAX_Z
 from denoise3d.config import load_config
 from denoise3d.data.sources import load_data
-from denoise3d.jobs.energy_force import fit_e0
+from denoise3d.jobs.energy_force import fit_e0, undetermined_compositions
 from denoise3d.models import build_backbone
 from denoise3d.objectives.energy_force import EnergyForceRegression
 from denoise3d.testing.molecules import labelled_frames
@@ -52,6 +52,28 @@ def test_e0_fit_is_exact_on_additive_energies(tmp_path):
     for z, value in e0.items():
         assert fitted[z] == pytest.approx(value, abs=1e-9)
     assert not np.delete(fitted, list(e0)).any()
+
+
+def test_compositions_the_training_split_leaves_free_are_named(mixed, tmp_path, capsys):
+    ds, _ = load_data(load_config(None, ["data.dataset=files", f"data.path={mixed}",
+                                         f"data.cache_dir={tmp_path}"]).data)
+    carbons = ds.element_counts()[:, 6]
+    water, methanol, ethanol = (np.flatnonzero(carbons == c) for c in (0, 1, 2))
+    # water alone fixes E0(O) + 2 E0(H) only: methanol's and ethanol's sums are free
+    assert sorted(undetermined_compositions(ds, water, np.r_[methanol, ethanol])) == ["C2H6O",
+                                                                                     "CH4O"]
+    # water and methanol span ethanol (C2H6O = 2 CH4O - H2O): nothing free
+    assert undetermined_compositions(ds, np.r_[water, methanol], ethanol) == []
+    assert undetermined_compositions(ds, methanol[:3], methanol[3:]) == []
+    # the fine-tuning says so when a split by molecule trains on one molecule
+    out = tmp_path / "w"
+    assert main(["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={mixed}",
+                 "data.split_by=molecule", "finetune.energy_head=atomwise", "model.hidden=8",
+                 "model.layers=1", "data.batch_size=4", "train.max_steps=1", "train.threads=1",
+                 f"data.cache_dir={tmp_path}", f"train.out={out}"]) == 0
+    err = capsys.readouterr().err
+    assert "energy offsets E0 are not determined by the 8 training structures' compositions " \
+           "for 2 validation / test composition(s)" in err and "finetune.e0=" in err
 
 
 def test_atomwise_energy_is_extensive_on_a_radius_backbone():

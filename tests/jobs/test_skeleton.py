@@ -34,9 +34,11 @@ def finished(qm9_cache, tmp_path_factory):
     (["model.hidden=32", "train.resume=true"], "was run with model.hidden=16, this config has "
                                                "model.hidden=32"),  # resume: the same run only
     (["finetune.target=lumo", "train.resume=true"], "was run with finetune.target=homo"),
-    (["data.max_train=8"], "no training batch: 8 training structures and data.batch_size=16"),
+    (["data.max_train=8"], "no training batch: 8 training structures and data.batch_size=16 "
+                              "(a partial last batch is dropped); data.batch_size=8 or less trains"),
     (["data.epoch_size=8"], "no training batch: data.epoch_size=8 samples per epoch and "
-                            "data.batch_size=16"),
+                            "data.batch_size=16 (a partial last batch is dropped); "
+                            "data.batch_size=8 or less trains"),
     (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9"),
     (["finetune.target=forces"], "unknown finetune.target 'forces'"),
     (["finetune.init=/nonexistent.pt"], "checkpoint not found"),

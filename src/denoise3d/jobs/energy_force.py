@@ -10,6 +10,7 @@ meV/Å; force errors are per Cartesian component.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -67,6 +68,23 @@ def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
                                    rcond=None)
     e0[present] = solution
     return e0
+
+
+def undetermined_compositions(ds, train_idx, other_idx) -> list[str]:
+    """Hill formulas of the compositions of ``other_idx`` (validation and test structures) that
+    are not linear combinations of the training compositions: Σ E0 of such a structure is not
+    fixed by the training energies (the least-squares E0 is minimum-norm where the training
+    compositions leave it free), so its energy is an extrapolation of the per-element offsets.
+    Empty when every composition is determined (always, for one molecule's frames)."""
+    if len(other_idx) == 0 or len(train_idx) == 0:
+        return []
+    train = ds.compositions(train_idx).astype(np.float64)
+    other = ds.compositions(other_idx)
+    present = np.flatnonzero(train.sum(axis=0) + other.sum(axis=0))
+    a, b = train[:, present].T, other[:, present].astype(np.float64).T  # (elements, m)
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    off = np.abs(a @ coef - b).max(axis=0) > 1e-6 * np.maximum(1.0, np.abs(b).max(axis=0))
+    return [checkpoint.formula(row) for row in other[off]]
 
 
 def energy_force_objective(cfg: Config, ds, train_idx) -> EnergyForceRegression:
@@ -245,6 +263,16 @@ def build(cfg: Config) -> Job:
     backbone, init = checkpoint.initial(cfg)
     ds, split = load_data(cfg.data, explicit_keys(cfg, "data"))
     objective = energy_force_objective(cfg, ds, split["train"])
+    if objective.kind == "atomwise" and not cfg.finetune.e0:
+        free = undetermined_compositions(ds, split["train"],
+                                         np.concatenate([split["valid"], split["test"]]))
+        if free:
+            shown = ", ".join(free[:5]) + (" ..." if len(free) > 5 else "")
+            print(f"denoise3d: warning: {cfg.data.path or cfg.data.dataset}: the per-element "
+                  f"energy offsets E0 are not determined by the {len(split['train'])} training "
+                  f"structures' compositions for {len(free)} validation / test composition(s) "
+                  f"({shown}): their energies extrapolate; add training molecules of other "
+                  f"compositions, or give finetune.e0={{SYMBOL: eV, ...}}", file=sys.stderr)
     head_from, fitted = None, None
     if init is not None and cfg.finetune.init_energy_head and init.task == OBJECTIVE:
         head_from = transfer_force_field_head(init, backbone, objective, ds, split["train"],

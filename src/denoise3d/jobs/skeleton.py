@@ -75,11 +75,13 @@ def run(cfg: Config, build: Callable[[Config], Job]):
     train = loader(job.dataset, job.split["train"], cfg.data, train=True, seed=cfg.train.seed)
     valid = loader(job.dataset, job.split["valid"], cfg.data, train=False)
     if len(train) == 0 and cfg.train.max_steps != 0:
-        epoch = (f"data.epoch_size={cfg.data.epoch_size} samples per epoch"
-                 if cfg.data.epoch_size is not None else
-                 f"{len(job.split['train'])} training structures")
+        sized = cfg.data.epoch_size is not None
+        n = cfg.data.epoch_size if sized else len(job.split["train"])
+        epoch = f"data.epoch_size={n} samples per epoch" if sized else f"{n} training structures"
+        fix = (f"; data.batch_size={n} or less trains" if n > 0 else
+               "; the training split is empty (data.fractions / data.split_by)" if not sized else "")
         raise ConfigError(f"no training batch: {epoch} and data.batch_size={cfg.data.batch_size} "
-                          f"(a partial last batch is dropped)")
+                          f"(a partial last batch is dropped){fix}")
     if cfg.train.max_steps == 0 and job.finish is None:
         raise ConfigError("train.max_steps=0: pretraining would take no step and save nothing")
     check_resume(cfg, out)
