@@ -143,6 +143,10 @@ class FinetuneConfig:
 class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimiser steps (None = all epochs)
+    # training wall-time budget in minutes (None = none): no epoch starts that the previous
+    # epoch's duration says would end past it (validation included; the test evaluation after
+    # training is not); the lr schedule still plans every step, so with cosine set cosine_steps
+    max_minutes: float | None = None
     lr: float = 5e-4
     # the backbone's lr is lr × this factor, the heads' lr (and the logged lr) stays lr; < 1
     # fine-tunes a pretrained backbone gently (discriminative fine-tuning); 1 = one group

@@ -182,3 +182,13 @@ def test_a_training_epoch_that_leaves_out_many_samples_says_so(qm9_cache, tmp_pa
     assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "data.max_train=24",
                  f"train.out={tmp_path / 'run'}"]) == 0
     assert "each shuffled epoch leaves out 8 (33 %" in capsys.readouterr().out
+
+
+def test_a_fine_tuning_stopped_by_its_time_budget_says_so_in_its_metrics(qm9_cache, tmp_path):
+    assert main(["finetune", *TINY, f"data.cache_dir={qm9_cache}", "train.epochs=3",
+                 "train.max_minutes=1e-9", f"train.out={tmp_path}"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["best_epoch"] == 1  # 32 structures, batches of 16
+    assert metrics["stopped"].startswith("train.max_minutes=1e-09: stopped after epoch 1 of 3, "
+                                         "step 2 of 6")
+    assert 0 < metrics["train_minutes"] < 5

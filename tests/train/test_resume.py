@@ -89,3 +89,26 @@ def test_logs_tensorboard_and_learning_curve(qm9_cache, tmp_path):
     tags = events.Tags()["scalars"]
     assert {"train/loss", "train/lr", "train/molecules_per_s", "valid/loss"} <= set(tags)
     assert len(events.Scalars("train/loss")) == 8
+
+
+def test_a_wall_time_budget_stops_at_an_epoch_end_and_resumes_exactly(qm9_cache, tmp_path,
+                                                                      capsys):
+    """train.max_minutes: no epoch starts that the last one's duration says would overrun; the
+    stopped run saves what it trained and says so, and resuming it with a larger budget ends
+    bit-identical to the run that never stopped."""
+    common = [*RUN, f"data.cache_dir={qm9_cache}"]
+    assert main([*common, f"train.out={tmp_path / 'straight'}"]) == 0
+    out = tmp_path / "budget"
+    capsys.readouterr()
+    assert main([*common, f"train.out={out}", "train.max_minutes=1e-9"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: train.max_minutes=1e-09: stopped after epoch 1 of 2, step 8 of 16" in printed
+    assert torch.load(out / "pretrain.pt", weights_only=True)["step"] == 8
+    assert len(_rows(out / "valid.csv")) == 1
+    assert main([*common, f"train.out={out}", "train.resume=true", "train.max_minutes=60"]) == 0
+    a = torch.load(tmp_path / "straight" / "pretrain.pt", weights_only=True)
+    b = torch.load(out / "pretrain.pt", weights_only=True)
+    assert a["step"] == b["step"] == 16
+    assert all(torch.equal(v, b["backbone"]["state"][k]) for k, v in a["backbone"]["state"].items())
+    assert _rows(out / "valid.csv") == _rows(tmp_path / "straight" / "valid.csv")
+    assert torch.load(out / "resume.pt", weights_only=True)["seconds"][0] > 0

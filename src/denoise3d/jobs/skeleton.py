@@ -106,6 +106,9 @@ def run(cfg: Config, build: Callable[[Config], Job]):
         metrics, line = job.finish(trainer, test, kept)
         if trainer.step == 0:  # train.max_steps=0: an evaluation of the starting weights
             line += "\nnote: train.max_steps=0: no training step; these are the starting weights"
+        if trainer.stopped:
+            metrics["stopped"] = trainer.stopped
+        metrics["train_minutes"] = trainer.seconds / 60
         _save(cfg, job, trainer, out, metrics, kept["state"], kept["raw"])
         if main:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -161,7 +164,7 @@ def check_periodic(cfg: Config, job: Job) -> None:
 
 
 # keys a resumed run may change: how long and where it runs, not what it trains
-RESUMABLE = {"train.epochs", "train.max_steps", "train.resume", "train.device", "train.threads",
+RESUMABLE = {"train.epochs", "train.max_steps", "train.max_minutes", "train.resume", "train.device", "train.threads",
              "train.checkpoint_every", "train.log_every", "train.tensorboard", "train.out",
              "data.cache_dir", "data.eval_batch_size", "data.max_test"}
 

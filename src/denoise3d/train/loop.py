@@ -125,6 +125,9 @@ class Trainer:
         self.skipped = 0  # steps skipped on a non-finite loss or gradient
         self.history: list[dict] = []  # validation rows
         self.extra: dict = {}  # job state saved with resume checkpoints (e.g. the best epoch)
+        # training wall time (s, resumed runs included) and the last epoch's, for train.max_minutes
+        self.seconds, self.epoch_seconds = 0.0, 0.0
+        self.stopped: str | None = None  # why training ended before its planned steps, if it did
         self._plan = None  # (loader, steps per epoch, total steps, resumed) from start()
 
     @property
@@ -254,10 +257,13 @@ class Trainer:
         cfg, main = self.cfg, self.dist.is_main
         logs = self._open_logs(resumed=resumed)
         bar = progress(total, self.step, main and cfg.progress)
+        begin, before = time.perf_counter(), self.seconds
         try:
             while self.step < total or self.batches_done > 0:  # > 0: finish a resumed epoch
+                if self.batches_done == 0 and self._out_of_time(total):
+                    break
                 loader.set_epoch(self.epoch)
-                t0 = time.perf_counter()
+                started = t0 = time.perf_counter()
                 for batch in iter_batches(loader, self.batches_done):
                     if self.step >= total:
                         break
@@ -270,9 +276,12 @@ class Trainer:
                     if main and (self.step % cfg.log_every == 0 or self.step == total):
                         self._log_step(logs, loss, row, dt)
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.seconds = before + time.perf_counter() - begin
                         save_resume(self, counts[0])
                         t0 = time.perf_counter()
                 self._epoch_end(validate, on_epoch_end, logs, bar)
+                now = time.perf_counter()
+                self.epoch_seconds, self.seconds = now - started, before + now - begin
                 save_resume(self, counts[0])
         finally:
             bar.close()
@@ -281,6 +290,22 @@ class Trainer:
         if main:
             plot_learning_curve(self.out_dir)
         return self.history
+
+    def _out_of_time(self, total: int) -> bool:
+        """Whether ``train.max_minutes`` leaves no room for another epoch of the last one's
+        duration (the same answer on every rank: rank 0's); sets :attr:`stopped` and says so."""
+        if self.cfg.max_minutes is None:
+            return False
+        over = self.seconds + self.epoch_seconds > 60.0 * self.cfg.max_minutes
+        if not gather_objects(over)[0]:
+            return False
+        self.stopped = (f"train.max_minutes={self.cfg.max_minutes:g}: stopped after epoch "
+                        f"{self.epoch} of {self.cfg.epochs}, step {self.step} of {total}, "
+                        f"{self.seconds / 60:.1f} min of training (the last epoch took "
+                        f"{self.epoch_seconds / 60:.1f} min)")
+        if self.dist.is_main:
+            print(f"note: {self.stopped}")
+        return True
 
     def _open_logs(self, resumed: bool) -> dict:
         if not self.dist.is_main:

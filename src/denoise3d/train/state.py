@@ -7,6 +7,7 @@ steps and at every epoch end. It holds (all loadable with ``torch.load(weights_o
     ema                                   {"state", "num_updates"} or None
     step, epoch, batches_done             optimiser steps; epochs finished; batches done in `epoch`
     skipped, history, extra               skipped steps; validation rows; job state (best epoch)
+    seconds                               [training wall time, last epoch's] (train.max_minutes)
     rng                                   per rank: torch (CPU, CUDA), numpy and python RNG states
     world_size, steps_per_epoch           checked on resume (same launch geometry and batches)
 
@@ -63,6 +64,7 @@ def save_resume(trainer, steps_per_epoch: int) -> Path:
                                                      "num_updates": trainer.ema.num_updates},
             "step": trainer.step, "epoch": trainer.epoch, "batches_done": trainer.batches_done,
             "skipped": trainer.skipped, "history": trainer.history, "extra": trainer.extra,
+            "seconds": [trainer.seconds, trainer.epoch_seconds],
             "rng": rngs, "world_size": trainer.dist.world_size, "steps_per_epoch": steps_per_epoch})
     return path
 
@@ -102,6 +104,7 @@ def load_resume(trainer, path: Path, steps_per_epoch: int) -> None:
     trainer.step, trainer.epoch = ck["step"], ck["epoch"]
     trainer.batches_done = ck["batches_done"] if "batches_done" in ck else ck["pos"]  # format 1: "pos"
     trainer.skipped, trainer.history = ck["skipped"], list(ck["history"])
+    trainer.seconds, trainer.epoch_seconds = ck.get("seconds", [0.0, 0.0])  # older files: none
     for k, v in ck["extra"].items():  # in place: jobs hold references to these dicts
         if isinstance(trainer.extra.get(k), dict) and isinstance(v, dict):
             trainer.extra[k].update(v)
