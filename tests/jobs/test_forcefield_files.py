@@ -73,7 +73,21 @@ def test_compositions_the_training_split_leaves_free_are_named(mixed, tmp_path, 
                  f"data.cache_dir={tmp_path}", f"train.out={out}"]) == 0
     err = capsys.readouterr().err
     assert "energy offsets E0 are not determined by the 8 training structures' compositions " \
-           "for 2 validation / test composition(s)" in err and "finetune.e0=" in err
+           "for 2 validation / test composition(s)" in err
+    assert '"finetune.e0={H: -13.6, C: -1029.5, ...}"' in err
+    # a partial finetune.e0 is refused (the elements left out were silently 0 eV); a whole one
+    # is taken as given, and the warning goes
+    run = ["finetune", "configs/finetune/forcefield_cpu.yaml", f"data.path={mixed}",
+           "data.split_by=molecule", "model.hidden=8", "model.layers=1", "data.batch_size=4",
+           "train.max_steps=1", "train.threads=1", f"data.cache_dir={tmp_path}"]
+    assert main([*run, "finetune.e0={H: -10.0}", f"train.out={tmp_path / 'p'}"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.e0 gives no value for C, O, present in the training structures" in err \
+           or "finetune.e0 gives no value for O, present in the training structures" in err, err
+    assert not (tmp_path / "p").exists()
+    assert main([*run, "finetune.e0={H: -10.0, C: -40.0, O: -100.0}",
+                 f"train.out={tmp_path / 'q'}"]) == 0
+    assert "not determined" not in capsys.readouterr().err
 
 
 def test_atomwise_energy_is_extensive_on_a_radius_backbone():

@@ -40,6 +40,10 @@ def finished(qm9_cache, tmp_path_factory):
                             "data.batch_size=16 (a partial last batch is dropped); "
                             "data.batch_size=8 or less trains"),
     (["data.top_k=3"], "data.top_k does not apply to data.dataset=qm9"),
+    (["train.max_minutes=0"], "train.max_minutes=0: a training budget is a positive number of "
+                              "minutes (null = none)"),
+    (["train.max_minutes=-1"], "train.max_minutes=-1"),
+    (["train.max_minutes=nan"], "train.max_minutes=nan"),
     (["finetune.target=forces"], "unknown finetune.target 'forces'"),
     (["finetune.init=/nonexistent.pt"], "checkpoint not found"),
     (["train.scheduler=nope"], "unknown train.scheduler"),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from denoise3d.config import Config, ConfigError, explicit_keys
-from denoise3d.data.elements import MAX_Z, Z_OF
+from denoise3d.data.elements import MAX_Z, SYMBOLS, Z_OF
 from denoise3d.data.sources import load_data
 from denoise3d.jobs import checkpoint
 from denoise3d.jobs.skeleton import Job, baseline_fit, evaluation_run, gradient_hint
@@ -56,14 +56,23 @@ def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
     (minimum-norm where the compositions do not determine it: one molecule's frames give
     Σ E0 = their mean energy)."""
     e0 = np.zeros(MAX_Z + 1)
-    if given:
-        for symbol, value in given.items():
-            if symbol not in Z_OF:
-                raise ConfigError(f"finetune.e0: unknown element {symbol!r}")
-            e0[Z_OF[symbol]] = float(value)
-        return e0
     counts = ds.element_counts(indices).astype(np.float64)  # (n, MAX_Z + 1)
     present = np.flatnonzero(counts.sum(axis=0))
+    if given:
+        form = 'as "finetune.e0={H: -13.6, C: -1029.5}" (a YAML mapping, in eV)'
+        if not isinstance(given, dict):
+            raise ConfigError(f"finetune.e0: expected a mapping of element to eV {form}, "
+                              f"got {given!r}")
+        for symbol, value in given.items():
+            if symbol not in Z_OF:
+                raise ConfigError(f"finetune.e0: unknown element {symbol!r}; give it {form}")
+            e0[Z_OF[symbol]] = float(value)
+        missing = [SYMBOLS[z] for z in present if SYMBOLS[z] not in given]
+        if missing:
+            raise ConfigError(f"finetune.e0 gives no value for {', '.join(missing)}, present in "
+                              f"the training structures: give every element, or none for the "
+                              f"least-squares fit")
+        return e0
     solution, *_ = np.linalg.lstsq(counts[:, present], ds.target("energy")[np.asarray(indices)],
                                    rcond=None)
     e0[present] = solution
@@ -272,7 +281,8 @@ def build(cfg: Config) -> Job:
                   f"energy offsets E0 are not determined by the {len(split['train'])} training "
                   f"structures' compositions for {len(free)} validation / test composition(s) "
                   f"({shown}): their energies extrapolate; add training molecules of other "
-                  f"compositions, or give finetune.e0={{SYMBOL: eV, ...}}", file=sys.stderr)
+                  f"compositions, or give every element's E0 in eV, as "
+                  f"\"finetune.e0={{H: -13.6, C: -1029.5, ...}}\"", file=sys.stderr)
     head_from, fitted = None, None
     if init is not None and cfg.finetune.init_energy_head and init.task == OBJECTIVE:
         head_from = transfer_force_field_head(init, backbone, objective, ds, split["train"],

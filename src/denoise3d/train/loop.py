@@ -102,6 +102,10 @@ class Trainer:
                  cfg: TrainConfig, out_dir: str | Path):
         if cfg.nonfinite not in ("error", "skip"):
             raise ConfigError(f"unknown train.nonfinite {cfg.nonfinite!r} (known: error, skip)")
+        if cfg.max_minutes is not None and not (isinstance(cfg.max_minutes, (int, float))
+                                                and 0 < cfg.max_minutes < float("inf")):
+            raise ConfigError(f"train.max_minutes={cfg.max_minutes:g}: a training budget is a "
+                              f"positive number of minutes (null = none)")
         self.cfg = cfg
         self.dist, self.device = init_distributed(device_named(cfg.device))
         self.weights = {name: w for name, (w, _) in objectives.items()}
@@ -244,6 +248,11 @@ class Trainer:
             if self.dist.is_main:
                 print(f"resuming from {resume}: step {self.step}, epoch {self.epoch + 1}, "
                       f"batch {self.batches_done}")
+        if (cfg.max_minutes is not None and cfg.scheduler == "cosine" and cfg.cosine_steps is None
+                and self.dist.is_main):
+            print(f"note: train.max_minutes with train.scheduler=cosine: the cosine spans all "
+                  f"{total} planned steps, so a run stopped by the budget ends before the lr "
+                  f"reaches train.min_lr (train.cosine_steps=N sets its length)")
         self._plan = (loader, counts, total, resume is not None)
 
     def fit(self, loader, validate: Callable[[], dict[str, float]] | None = None,
@@ -301,8 +310,8 @@ class Trainer:
             return False
         self.stopped = (f"train.max_minutes={self.cfg.max_minutes:g}: stopped after epoch "
                         f"{self.epoch} of {self.cfg.epochs}, step {self.step} of {total}, "
-                        f"{self.seconds / 60:.1f} min of training (the last epoch took "
-                        f"{self.epoch_seconds / 60:.1f} min)")
+                        f"{self.seconds / 60:.3g} min of training (the last epoch took "
+                        f"{self.epoch_seconds / 60:.3g} min)")
         if self.dist.is_main:
             print(f"note: {self.stopped}")
         return True
