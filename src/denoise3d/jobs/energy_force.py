@@ -60,9 +60,6 @@ def fit_e0(ds, indices, given: dict | None = None) -> np.ndarray:
     present = np.flatnonzero(counts.sum(axis=0))
     if given:
         form = 'as "finetune.e0={H: -13.6, C: -1029.5}" (a YAML mapping, in eV)'
-        if not isinstance(given, dict):
-            raise ConfigError(f"finetune.e0: expected a mapping of element to eV {form}, "
-                              f"got {given!r}")
         for symbol, value in given.items():
             if symbol not in Z_OF:
                 raise ConfigError(f"finetune.e0: unknown element {symbol!r}; give it {form}")

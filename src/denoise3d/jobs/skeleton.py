@@ -164,8 +164,8 @@ def check_periodic(cfg: Config, job: Job) -> None:
 
 
 # keys a resumed run may change: how long and where it runs, not what it trains
-RESUMABLE = {"train.epochs", "train.max_steps", "train.max_minutes", "train.resume", "train.device", "train.threads",
-             "train.checkpoint_every", "train.log_every", "train.tensorboard", "train.out",
+RESUMABLE = {"train.epochs", "train.max_steps", "train.max_minutes", "train.resume",
+             "train.device", "train.threads", "train.checkpoint_every", "train.log_every", "train.tensorboard", "train.out",
              "data.cache_dir", "data.eval_batch_size", "data.max_test"}
 
 

@@ -102,8 +102,7 @@ class Trainer:
                  cfg: TrainConfig, out_dir: str | Path):
         if cfg.nonfinite not in ("error", "skip"):
             raise ConfigError(f"unknown train.nonfinite {cfg.nonfinite!r} (known: error, skip)")
-        if cfg.max_minutes is not None and not (isinstance(cfg.max_minutes, (int, float))
-                                                and 0 < cfg.max_minutes < float("inf")):
+        if cfg.max_minutes is not None and not 0 < cfg.max_minutes < float("inf"):  # nan too
             raise ConfigError(f"train.max_minutes={cfg.max_minutes:g}: a training budget is a "
                               f"positive number of minutes (null = none)")
         self.cfg = cfg
